@@ -1,0 +1,44 @@
+# Everything a fresh machine needs goes through these targets; .ci/run calls `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BUNDLE ?= var/bundle
+DEMO_SECONDS ?= 0
+
+.PHONY: venv bundle demo test lint bench clean system-deps
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[service,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Prometheus and Alertmanager from Debian, for the integration tests (needs root or sudo).
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+$(BUNDLE)/metadata.json: | venv
+	$(PY) -m model_service.train --out $(BUNDLE)
+
+bundle: $(BUNDLE)/metadata.json
+
+# make demo                 runs until Ctrl-C
+# make demo DEMO_SECONDS=60 runs for a minute, then stops everything it started
+demo: venv bundle
+	$(PY) -m model_service.demo --bundle $(BUNDLE) --seconds $(DEMO_SECONDS)
+
+test: venv system-deps
+	$(PY) -m ruff check mlpulse model_service tests bench
+	$(PY) -m pytest
+
+bench: venv bundle
+	$(PY) -m bench.instrumentation
+
+clean:
+	rm -rf var .pytest_cache

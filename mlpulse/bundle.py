@@ -1,0 +1,172 @@
+"""The model bundle: ``model.skops`` + ``metadata.json`` + ``reference.json`` in one directory.
+
+Written by training, read by the service and the exporter. Loading checks the sha256 recorded in
+the metadata and refuses any type skops does not trust by default unless the caller names it:
+a bundle is code-adjacent data, and nothing on the load path unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+from mlpulse.profile import check_profile
+from mlpulse.schema import FeatureSchema, OutputSpec
+
+MODEL_FILE = "model.skops"
+METADATA_FILE = "metadata.json"
+REFERENCE_FILE = "reference.json"
+# Libraries whose versions are recorded at training and compared at serving time.
+TRACKED_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "skops")
+
+
+class BundleError(Exception):
+    """The bundle is missing, incomplete, tampered with, or holds untrusted types."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    model: Any
+    metadata: dict[str, Any]
+    schema: FeatureSchema
+    output: OutputSpec
+    profile: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.metadata["name"]
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the tracked libraries in this process."""
+    versions = {"python": platform.python_version()}
+    for lib in TRACKED_LIBRARIES:
+        try:
+            versions[lib] = importlib_metadata.version(lib)
+        except importlib_metadata.PackageNotFoundError:
+            versions[lib] = "absent"
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def save_bundle(
+    directory: str | os.PathLike[str],
+    model: Any,
+    *,
+    name: str,
+    version: str,
+    trained_at: str,
+    schema: FeatureSchema,
+    output: OutputSpec,
+    profile: dict[str, Any],
+    metrics: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a bundle; the metadata is written last, so a half-written bundle fails to load."""
+    import skops.io as sio
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    check_profile(profile, schema)
+    sio.dump(model, path / MODEL_FILE)
+    _write_json(path / REFERENCE_FILE, profile)
+    metadata = {
+        "name": name,
+        "version": version,
+        "trained_at": trained_at,
+        "model_sha256": sha256_file(path / MODEL_FILE),
+        "reference_sha256": sha256_file(path / REFERENCE_FILE),
+        "libraries": library_versions(),
+        "features": schema.to_list(),
+        "output": output.to_dict(),
+        "metrics": metrics,
+        **(extra or {}),
+    }
+    _write_json(path / METADATA_FILE, metadata)
+    return path
+
+
+def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(directory) / METADATA_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"no {METADATA_FILE} in bundle {directory}") from None
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON: {e}") from None
+
+
+def load_reference(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], FeatureSchema, OutputSpec, dict[str, Any]]:
+    """Metadata, schema, output spec and reference profile, checked, without the model.
+
+    The exporter needs only these; it never loads the model.
+    """
+    path = Path(directory)
+    metadata = read_metadata(path)
+    for key in ("name", "version", "trained_at", "features", "output", "model_sha256", "reference_sha256"):
+        if key not in metadata:
+            raise BundleError(f"{path / METADATA_FILE} lacks {key!r}")
+    ref = path / REFERENCE_FILE
+    if not ref.is_file():
+        raise BundleError(f"no {REFERENCE_FILE} in bundle {path}")
+    if sha256_file(ref) != metadata["reference_sha256"]:
+        raise BundleError(f"{ref} does not match the sha256 in {METADATA_FILE}: the bundle was altered")
+    try:
+        schema = FeatureSchema.from_list(metadata["features"])
+        output = OutputSpec.from_dict(metadata["output"])
+        profile = json.loads(ref.read_text())
+        check_profile(profile, schema)
+    except (TypeError, ValueError, KeyError) as e:
+        raise BundleError(f"bundle {path} is inconsistent: {e}") from None
+    return metadata, schema, output, profile
+
+
+def load_bundle(directory: str | os.PathLike[str], trusted: Iterable[str] = ()) -> Bundle:
+    """Load and verify a bundle.
+
+    ``trusted`` names the types, beyond skops' defaults, that the model may contain. Any other
+    type makes loading fail: a bundle from an unknown source cannot run code on load.
+    """
+    import skops.io as sio
+
+    path = Path(directory)
+    metadata, schema, output, profile = load_reference(path)
+    model_file = path / MODEL_FILE
+    if not model_file.is_file():
+        raise BundleError(f"no {MODEL_FILE} in bundle {path}")
+    if sha256_file(model_file) != metadata["model_sha256"]:
+        raise BundleError(f"{model_file} does not match the sha256 in {METADATA_FILE}: the bundle was altered")
+    try:
+        untrusted = set(sio.get_untrusted_types(file=model_file))
+    except Exception as e:  # skops raises several types on a corrupt archive
+        raise BundleError(f"{model_file} is not a readable skops file: {e}") from None
+    refused = sorted(untrusted - set(trusted))
+    if refused:
+        raise BundleError(f"{model_file} contains types that are not trusted: {refused}")
+    model = sio.load(model_file, trusted=sorted(untrusted))
+    return Bundle(path=path, model=model, metadata=metadata, schema=schema, output=output, profile=profile)

@@ -1,0 +1,1 @@
+"""The reference model service: synthetic data, training, the Flask app and a traffic generator."""

@@ -1,0 +1,290 @@
+"""The reference Flask service: scores credit-default applications and shows how mlpulse is used.
+
+    create_app()  # configured from the environment, see ServiceConfig
+
+Validation policy (``docs/events.md`` and the README say the same): a record whose violations
+include a reason in ``REFUSE_REASONS`` is refused; other violations (by default out-of-range values
+and unseen categories, which the model can still score) are scored and flagged. A batch is scored
+all or nothing. Every record, scored or refused, becomes one event line and is counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from mlpulse.bundle import Bundle, library_versions, load_bundle
+from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog
+from mlpulse.metrics.flask import FlaskMetrics
+from mlpulse.metrics.model import ModelMetrics
+from mlpulse.schema import REASONS, CheckedRecord, Violation
+from model_service.data import frame_for_model
+from model_service.openapi import openapi_document
+from model_service.train import TRUSTED_TYPES
+
+PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+RAW_INPUT_LIMIT = 8192  # bytes of a refused record kept in its event
+
+
+def _env_list(name: str, default: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in os.environ.get(name, default).split(",") if x.strip())
+
+
+@dataclass
+class ServiceConfig:
+    bundle_dir: str = "var/bundle"
+    events_dir: str = "var/events"
+    events_max_bytes: int = 64 << 20
+    events_backup_count: int = 10
+    max_batch: int = 1000
+    max_body_bytes: int = 1 << 20
+    refuse_reasons: tuple[str, ...] = ("missing_required", "wrong_type", "non_finite", "unknown_field")
+    trusted_types: tuple[str, ...] = field(default_factory=lambda: TRUSTED_TYPES)
+
+    @classmethod
+    def from_env(cls) -> ServiceConfig:
+        c = cls(
+            bundle_dir=os.environ.get("MODEL_BUNDLE_DIR", cls.bundle_dir),
+            events_dir=os.environ.get("MLPULSE_EVENTS_DIR", cls.events_dir),
+            events_max_bytes=int(os.environ.get("MLPULSE_EVENTS_MAX_BYTES", cls.events_max_bytes)),
+            events_backup_count=int(os.environ.get("MLPULSE_EVENTS_BACKUP_COUNT", cls.events_backup_count)),
+            max_batch=int(os.environ.get("MODEL_MAX_BATCH", cls.max_batch)),
+            max_body_bytes=int(os.environ.get("MODEL_MAX_BODY_BYTES", cls.max_body_bytes)),
+            refuse_reasons=_env_list("MODEL_REFUSE_REASONS", ",".join(cls.refuse_reasons)),
+            trusted_types=TRUSTED_TYPES + _env_list("MODEL_TRUSTED_TYPES", ""),
+        )
+        c.check()
+        return c
+
+    def check(self) -> None:
+        unknown = set(self.refuse_reasons) - set(REASONS)
+        if unknown:
+            raise ValueError(f"MODEL_REFUSE_REASONS has unknown reasons {sorted(unknown)}; known: {list(REASONS)}")
+        if self.max_batch < 1 or self.max_body_bytes < 1:
+            raise ValueError("MODEL_MAX_BATCH and MODEL_MAX_BODY_BYTES must be positive")
+
+
+class Problem(Exception):
+    """An RFC 9457 problem: raised in a view, answered as application/problem+json."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail, self.errors = status, slug, title, detail, errors
+
+
+def problem_response(p: Problem) -> Response:
+    body: dict[str, Any] = {
+        "type": f"urn:mlpulse:problem:{p.slug}",
+        "title": p.title,
+        "status": p.status,
+        "detail": p.detail,
+        "instance": request.path,
+        "request_id": g.get("request_id"),
+    }
+    if p.errors:
+        body["errors"] = p.errors
+    return Response(json.dumps(body), status=p.status, mimetype=PROBLEM_JSON)
+
+
+def _reject_constant(token: str) -> float:
+    """json.loads calls this for NaN and Infinity: keep them as floats so the schema check can
+    name the field, instead of failing the whole body."""
+    return float(token)
+
+
+class Scorer:
+    """The model, its schema and its monitoring, independent of Flask routing."""
+
+    def __init__(self, bundle: Bundle, config: ServiceConfig, events: EventLog, metrics: ModelMetrics):
+        self.bundle, self.config, self.events, self.metrics = bundle, config, events, metrics
+        self.model_fields = {"name": bundle.name, "version": bundle.version}
+        classes = list(bundle.model.classes_)
+        self.positive = bundle.output.positive_class
+        self.negative = next(c for c in bundle.output.classes if c != self.positive)
+        self.pos_index = classes.index(self.positive)
+        self.threshold = float(bundle.metadata.get("decision_threshold", 0.5))
+
+    def log(self, event: str, fields: dict[str, Any]) -> None:
+        try:
+            self.events.write(event, {"request_id": g.request_id, "model": self.model_fields, **fields})
+        except Exception:  # a full disk must not take the service down; it is counted and alerted on
+            self.metrics.observe_event_error()
+
+    def refuse_request(self, status: int, reason: str, title: str, detail: str, body_bytes: int) -> Problem:
+        self.metrics.observe_request_error(reason)
+        self.log(EVENT_REQUEST_REFUSED, {"reason": reason, "detail": detail, "body_bytes": body_bytes})
+        return Problem(status, reason.replace("_", "-"), title, detail)
+
+    def score(self, raw: bytes, content_type: str | None) -> dict[str, Any]:
+        if content_type != "application/json":
+            raise self.refuse_request(415, "unsupported_media_type", "Unsupported media type",
+                                      f"Content-Type must be application/json, got {content_type!r}", len(raw))
+        try:
+            body = json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise self.refuse_request(400, "malformed_json", "Malformed JSON", f"body is not valid JSON: {e}",
+                                      len(raw)) from None
+        single = isinstance(body, dict)
+        if not single and not isinstance(body, list):
+            raise self.refuse_request(422, "invalid_body", "Invalid body",
+                                      "body must be a JSON object (one record) or an array of objects", len(raw))
+        records = [body] if single else body
+        if not records:
+            raise self.refuse_request(422, "empty_batch", "Empty batch", "the array holds no record", len(raw))
+        if len(records) > self.config.max_batch:
+            raise self.refuse_request(413, "batch_too_large", "Batch too large",
+                                      f"{len(records)} records; at most {self.config.max_batch} per request", len(raw))
+        bad = [i for i, r in enumerate(records) if not isinstance(r, dict)]
+        if bad:
+            raise self.refuse_request(422, "invalid_body", "Invalid body",
+                                      f"records must be JSON objects; items {bad[:10]} are not", len(raw))
+
+        checked = [self.bundle.schema.check(r) for r in records]
+        refuse = set(self.config.refuse_reasons)
+        refused = [i for i, c in enumerate(checked) if any(v.reason in refuse for v in c.violations)]
+        for c in checked:
+            self.metrics.observe_violations(c.violations)
+        if refused:
+            self._refuse_records(records, checked, refused)
+        return self._score(records, checked, single)
+
+    def _refuse_records(self, records: list[dict], checked: list[CheckedRecord], refused: list[int]) -> None:
+        self.metrics.observe_refused(len(records))
+        self.metrics.observe_request_error("invalid_records")
+        n = len(records)
+        for i, (rec, c) in enumerate(zip(records, checked)):
+            raw = json.dumps(rec, default=str)[:RAW_INPUT_LIMIT]
+            self.log(EVENT_REFUSED, {"record_index": i, "batch_size": n, "raw_inputs": raw,
+                                     "violations": [_event_violation(v) for v in c.violations]})
+        errors = [{"record": i, **v.to_dict()} for i in refused for v in checked[i].violations
+                  if v.reason in self.config.refuse_reasons]
+        what = "the record was" if n == 1 else f"{len(refused)} of {n} records were"
+        raise Problem(422, "invalid-records", "Invalid input", f"{what} refused; see errors", errors[:200])
+
+    def _score(self, records: list[dict], checked: list[CheckedRecord], single: bool) -> dict[str, Any]:
+        frame = frame_for_model([c.values for c in checked], self.bundle.schema)
+        start = time.perf_counter()
+        proba = self.bundle.model.predict_proba(frame)[:, self.pos_index]
+        seconds = time.perf_counter() - start
+        self.metrics.observe_inference(seconds, len(records))
+        latency_ms = seconds * 1000
+        classes = np.where(proba >= self.threshold, self.positive, self.negative)
+        self.metrics.observe_predictions(proba, [c for p, c in zip(proba, classes) if math.isfinite(p)])
+        known = set(self.bundle.schema.names)
+        out = []
+        n = len(records)
+        for i, (rec, c, p, cls) in enumerate(zip(records, checked, proba, classes)):
+            self.metrics.observe_missing(c.values)
+            p = float(p)
+            prediction = {"value": p if math.isfinite(p) else None, "class": str(cls) if math.isfinite(p) else None,
+                          "probabilities": {self.negative: 1 - p, self.positive: p} if math.isfinite(p) else None}
+            violations = [_event_violation(v) for v in c.violations]
+            self.log(EVENT_SCORED, {"record_index": i, "batch_size": n,
+                                    "inputs": {k: v for k, v in rec.items() if k in known},
+                                    "prediction": prediction, "latency_ms": round(latency_ms, 3),
+                                    "violations": violations})
+            out.append({"prediction": prediction, "violations": [v.to_dict() for v in c.violations]})
+        head = {"request_id": g.request_id, "model": self.model_fields}
+        return {**head, **out[0]} if single else {**head, "predictions": out}
+
+
+def _event_violation(v: Violation) -> dict[str, str]:
+    return {"feature": v.feature, "field": v.field or v.feature, "reason": v.reason}
+
+
+def create_app(config: ServiceConfig | None = None) -> Flask:
+    config = config or ServiceConfig.from_env()
+    bundle = load_bundle(config.bundle_dir, trusted=config.trusted_types)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False
+
+    http_metrics = FlaskMetrics()
+    model_metrics = ModelMetrics(
+        name=bundle.name,
+        version=bundle.version,
+        schema=bundle.schema,
+        output=bundle.output,
+        profile=bundle.profile,
+        trained_at=bundle.metadata["trained_at"],
+        trained_libraries=bundle.metadata["libraries"],
+        registry=http_metrics.registry,
+    )
+    model_metrics.mark_loaded()
+    events = EventLog(config.events_dir, config.events_max_bytes, config.events_backup_count)
+    scorer = Scorer(bundle, config, events, model_metrics)
+    app.extensions["mlpulse_scorer"] = scorer
+
+    @app.before_request
+    def assign_request_id() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        g.request_id = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+
+    http_metrics.init_app(app)  # after the request id hook, so its hooks run inside it
+
+    @app.after_request
+    def return_request_id(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    @app.errorhandler(Problem)
+    def on_problem(p: Problem) -> Response:
+        return problem_response(p)
+
+    @app.errorhandler(HTTPException)
+    def on_http_error(e: HTTPException) -> Response:
+        if e.code == 413 and request.path == "/v1/predict":
+            p = scorer.refuse_request(413, "body_too_large", "Body too large",
+                                      f"the body exceeds {config.max_body_bytes} bytes", request.content_length or 0)
+            return problem_response(p)
+        slug = (e.name or "error").lower().replace(" ", "-")
+        return problem_response(Problem(e.code or 500, slug, e.name, e.description or e.name))
+
+    @app.errorhandler(Exception)
+    def on_error(e: Exception) -> Response:
+        app.logger.exception("unhandled error")
+        return problem_response(Problem(500, "internal-error", "Internal error", "the request could not be served"))
+
+    @app.post("/v1/predict")
+    def predict() -> Response:
+        return app.json.response(scorer.score(request.get_data(cache=False), request.mimetype or None))
+
+    @app.get("/v1/model")
+    def model_info() -> Response:
+        md = bundle.metadata
+        return app.json.response({
+            "name": md["name"], "version": md["version"], "trained_at": md["trained_at"],
+            "model_sha256": md["model_sha256"], "libraries": {"trained": md["libraries"], "serving": library_versions()},
+            "features": md["features"], "output": md["output"], "metrics": md["metrics"],
+            "refuse_reasons": list(config.refuse_reasons), "max_batch": config.max_batch,
+        })
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return app.json.response({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        writable = os.access(config.events_dir, os.W_OK)
+        body = {"status": "ready" if writable else "not ready", "model": scorer.model_fields,
+                "events_dir_writable": writable}
+        return Response(json.dumps(body), status=200 if writable else 503, mimetype="application/json")
+
+    document = openapi_document(bundle, config.max_batch)
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return app.json.response(document)
+
+    return app

@@ -1,0 +1,123 @@
+"""The service's OpenAPI 3.1 document, built from the bundle's feature and output schema, so the
+document can never describe a different model than the one served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlpulse.bundle import Bundle
+from mlpulse.schema import REASONS, FeatureSpec
+
+
+def _feature_schema(f: FeatureSpec) -> dict[str, Any]:
+    s: dict[str, Any]
+    if f.kind == "categorical":
+        s = {"type": "string", "enum": list(f.categories)}
+    else:
+        s = {"type": "integer" if f.dtype == "int" else "number"}
+        if f.minimum is not None:
+            s["minimum"] = f.minimum
+        if f.maximum is not None:
+            s["maximum"] = f.maximum
+    if f.nullable:
+        s["type"] = [s["type"], "null"]
+        if "enum" in s:
+            s["enum"] = s["enum"] + [None]
+    if f.description:
+        s["description"] = f.description
+    return s
+
+
+def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
+    schema = bundle.schema
+    output = bundle.output
+    record = {
+        "type": "object",
+        "description": "One application. Out-of-range numbers and unseen categories are scored and flagged "
+        "unless the service refuses them (see GET /v1/model, refuse_reasons).",
+        "properties": {f.name: _feature_schema(f) for f in schema.features},
+        "required": [f.name for f in schema.features if not f.nullable],
+        "additionalProperties": False,
+    }
+    violation = {
+        "type": "object",
+        "properties": {
+            "feature": {"type": "string", "description": "schema feature, or _unknown"},
+            "field": {"type": "string", "description": "the field as sent"},
+            "reason": {"type": "string", "enum": list(REASONS)},
+            "detail": {"type": "string"},
+        },
+        "required": ["feature", "field", "reason", "detail"],
+    }
+    prediction = {
+        "type": "object",
+        "properties": {
+            "value": {"type": ["number", "null"], "description": f"probability of {output.positive_class!r}"},
+            "class": {"type": ["string", "null"], "enum": list(output.classes) + [None]},
+            "probabilities": {
+                "type": ["object", "null"],
+                "properties": {c: {"type": "number"} for c in output.classes},
+            },
+        },
+        "required": ["value", "class", "probabilities"],
+    }
+    model = {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}}
+    scored = {"type": "object", "properties": {"prediction": {"$ref": "#/components/schemas/Prediction"},
+                                               "violations": {"type": "array",
+                                                              "items": {"$ref": "#/components/schemas/Violation"}}},
+              "required": ["prediction", "violations"]}
+    problem = {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+            "detail": {"type": "string"}, "instance": {"type": "string"}, "request_id": {"type": "string"},
+            "errors": {"type": "array", "items": {"allOf": [
+                {"$ref": "#/components/schemas/Violation"},
+                {"type": "object", "properties": {"record": {"type": "integer"}}}]}},
+        },
+        "required": ["type", "title", "status", "detail"],
+    }
+
+    def problems(*codes: int) -> dict[str, Any]:
+        return {str(c): {"description": "problem", "content": {"application/problem+json": {
+            "schema": {"$ref": "#/components/schemas/Problem"}}}} for c in codes}
+
+    request_id = {"name": "X-Request-ID", "in": "header", "required": False,
+                  "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                  "description": "echoed back; generated when absent or malformed"}
+    json_ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"{bundle.name} model service", "version": bundle.version,
+                 "description": "Reference service instrumented with mlpulse."},
+        "paths": {
+            "/v1/predict": {"post": {
+                "summary": "Score one record (object) or a batch (array, all or nothing)",
+                "parameters": [request_id],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                    {"$ref": "#/components/schemas/Record"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Record"}, "minItems": 1,
+                     "maxItems": max_batch}]}}}},
+                "responses": {
+                    "200": {"description": "scored", "content": {"application/json": {"schema": {"oneOf": [
+                        {"allOf": [{"type": "object", "properties": {"request_id": {"type": "string"},
+                                                                      "model": model}}, scored]},
+                        {"type": "object", "properties": {"request_id": {"type": "string"}, "model": model,
+                                                          "predictions": {"type": "array", "items": scored}}},
+                    ]}}}},
+                    **problems(400, 413, 415, 422),
+                },
+            }},
+            "/v1/model": {"get": {"summary": "Model metadata: version, schema, training libraries, metrics",
+                                  "responses": {"200": json_ok}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": json_ok}}},
+            "/readyz": {"get": {"summary": "Readiness: model loaded and event log writable",
+                                "responses": {"200": json_ok, "503": json_ok}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+                "description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": json_ok}}},
+        },
+        "components": {"schemas": {"Record": record, "Violation": violation, "Prediction": prediction,
+                                   "Problem": problem}},
+    }
