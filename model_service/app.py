@@ -203,7 +203,17 @@ def _event_violation(v: Violation) -> dict[str, str]:
     return {"feature": v.feature, "field": v.field or v.feature, "reason": v.reason}
 
 
-def create_app(config: ServiceConfig | None = None) -> Flask:
+class _Unmonitored:
+    """Stands in for the metrics and the event log in an app built with monitored=False (the
+    baseline of the instrumentation benchmark): every call does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> Flask:
+    """The service. ``monitored=False`` leaves out every metric and the event log; it exists only
+    as the baseline that ``bench/`` measures the instrumentation against."""
     config = config or ServiceConfig.from_env()
     bundle = load_bundle(config.bundle_dir, trusted=config.trusted_types)
     app = Flask(__name__)
@@ -211,18 +221,21 @@ def create_app(config: ServiceConfig | None = None) -> Flask:
     app.json.sort_keys = False
 
     http_metrics = FlaskMetrics()
-    model_metrics = ModelMetrics(
-        name=bundle.name,
-        version=bundle.version,
-        schema=bundle.schema,
-        output=bundle.output,
-        profile=bundle.profile,
-        trained_at=bundle.metadata["trained_at"],
-        trained_libraries=bundle.metadata["libraries"],
-        registry=http_metrics.registry,
-    )
-    model_metrics.mark_loaded()
-    events = EventLog(config.events_dir, config.events_max_bytes, config.events_backup_count)
+    model_metrics: Any = _Unmonitored()
+    events: Any = _Unmonitored()
+    if monitored:
+        model_metrics = ModelMetrics(
+            name=bundle.name,
+            version=bundle.version,
+            schema=bundle.schema,
+            output=bundle.output,
+            profile=bundle.profile,
+            trained_at=bundle.metadata["trained_at"],
+            trained_libraries=bundle.metadata["libraries"],
+            registry=http_metrics.registry,
+        )
+        model_metrics.mark_loaded()
+        events = EventLog(config.events_dir, config.events_max_bytes, config.events_backup_count)
     scorer = Scorer(bundle, config, events, model_metrics)
     app.extensions["mlpulse_scorer"] = scorer
 
@@ -231,7 +244,8 @@ def create_app(config: ServiceConfig | None = None) -> Flask:
         given = request.headers.get("X-Request-ID", "")
         g.request_id = given if REQUEST_ID_RE.match(given) else uuid.uuid4().hex
 
-    http_metrics.init_app(app)  # after the request id hook, so its hooks run inside it
+    if monitored:
+        http_metrics.init_app(app)  # after the request id hook, so its hooks run inside it
 
     @app.after_request
     def return_request_id(response: Response) -> Response:

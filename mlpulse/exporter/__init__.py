@@ -1,0 +1,1 @@
+"""The drift exporter sidecar: tails prediction events, compares them with the reference profile."""
