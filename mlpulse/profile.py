@@ -35,11 +35,11 @@ def numeric_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[float]:
     if values.size == 0:
         return []
     qs = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)))
-    # The edge above the maximum makes the maximum part of the last inner bin.
-    qs[-1] = np.nextafter(qs[-1], np.inf)
     if qs.size == 1:
         # A constant feature still gets one inner bin, [c, next float after c).
-        qs = np.array([qs[0], np.nextafter(qs[0], np.inf)])
+        qs = np.append(qs, qs[0])
+    # The edge above the maximum makes the maximum part of the last inner bin.
+    qs[-1] = np.nextafter(qs[-1], np.inf)
     return [float(q) for q in qs]
 
 

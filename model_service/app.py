@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from flask import Flask, Response, g, request
+from threadpoolctl import threadpool_limits
 from werkzeug.exceptions import HTTPException
 
 from mlpulse.bundle import Bundle, library_versions, load_bundle
@@ -215,6 +216,9 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
     """The service. ``monitored=False`` leaves out every metric and the event log; it exists only
     as the baseline that ``bench/`` measures the instrumentation against."""
     config = config or ServiceConfig.from_env()
+    # One OpenMP thread per worker: gunicorn's workers are the parallelism, and OpenMP threads
+    # spinning on a small batch cost more than they save, badly so when cores are shared.
+    threadpool_limits(limits=int(os.environ.get("MODEL_OMP_THREADS", "1")), user_api="openmp")
     bundle = load_bundle(config.bundle_dir, trusted=config.trusted_types)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes

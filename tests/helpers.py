@@ -1,0 +1,36 @@
+"""Small helpers shared by tests: reading event files and parsing Prometheus text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def read_events(directory: Path) -> list[dict]:
+    """Every event line in a directory, each checked to be one whole JSON object."""
+    events = []
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        data = path.read_bytes()
+        assert not data or data.endswith(b"\n"), f"{path} ends with a cut line"
+        for line in data.splitlines():
+            events.append(json.loads(line))  # raises on an interleaved or cut line
+    return events
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """{(sample name, frozenset of label items): value} from Prometheus exposition text."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(parsed: dict, name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    found = [v for (n, lab), v in parsed.items() if n == name and want <= lab]
+    assert found, f"no sample {name} with {labels}"
+    return sum(found)
