@@ -1,0 +1,204 @@
+"""Exporter configuration: defaults < TOML file < environment < command line.
+
+Every option has one definition here (name, type, default, help); the CLI, the environment
+variables (``MLPULSE_EXPORTER_<NAME>``) and the file keys are derived from it, so they cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mlpulse import drift
+
+ENV_PREFIX = "MLPULSE_EXPORTER_"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the option and the problem."""
+
+
+def parse_duration(text: str | float) -> float:
+    """'10s', '5m', '1h', '24h', '1d' or a number of seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _DURATION.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 10s, 5m, 1h")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """The label form of a window: 5m, 1h, 24h (never '86400')."""
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass
+class ExporterConfig:
+    events: str = "var/events/*.jsonl"
+    bundles: str = "var/bundle"
+    bind: str = "127.0.0.1"
+    port: int = 9108
+    windows: str = "5m,1h,24h"
+    slice: str = "10s"
+    evaluate_every: str = "10s"
+    poll_every: str = "1s"
+    min_count: int = drift.DEFAULT_MIN_COUNT
+    method: str = "psi"
+    threshold: float = 0.0  # 0: the method's default
+    alpha: float = drift.DEFAULT_ALPHA
+    correction: str = "bh"
+    start: str = "end"
+    checkpoint: str = "var/exporter/checkpoint.json"
+    checkpoint_every: str = "60s"
+    rescan_bundles_every: str = "60s"
+
+    HELP = {
+        "events": "glob of the prediction event files to tail",
+        "bundles": "comma-separated bundle directories, or directories holding bundles (one per model version)",
+        "bind": "address to serve /metrics on",
+        "port": "port to serve /metrics on",
+        "windows": "sliding windows, comma-separated durations",
+        "slice": "time slice of the binned counts; windows are whole numbers of slices",
+        "evaluate_every": "how often the statistics are recomputed",
+        "poll_every": "how often the event files are read",
+        "min_count": "no statistic for a feature with fewer live values in a window (series absent)",
+        "method": "effect size that decides drift: psi, js or wasserstein",
+        "threshold": "drift threshold of the effect size (0: the method's default, see docs)",
+        "alpha": "a drift also needs the (corrected) chi-square p-value below this; 1 disables the guard",
+        "correction": "p-value correction across a model's features: none, bonferroni or bh",
+        "start": "files present at start-up without a checkpoint: end (skip history) or beginning (replay)",
+        "checkpoint": "file for read positions and window counts ('' disables); restarts resume from it",
+        "checkpoint_every": "how often the checkpoint is written",
+        "rescan_bundles_every": "how often bundle directories are scanned for new model versions",
+    }
+
+    # -- derived, validated values --------------------------------------------------------------
+
+    def window_seconds(self) -> list[float]:
+        return sorted({parse_duration(w) for w in self.windows.split(",") if w.strip()})
+
+    def bundle_dirs(self) -> list[Path]:
+        """Each listed directory if it is a bundle, else its sub-directories that are bundles."""
+        out = []
+        for item in (s.strip() for s in self.bundles.split(",")):
+            if not item:
+                continue
+            p = Path(item)
+            if (p / "metadata.json").is_file():
+                out.append(p)
+            elif p.is_dir():
+                out.extend(sorted(d for d in p.iterdir() if (d / "metadata.json").is_file()))
+        return out
+
+    def validate(self) -> None:
+        try:
+            windows = self.window_seconds()
+            slice_s = parse_duration(self.slice)
+            for name in ("evaluate_every", "poll_every", "checkpoint_every", "rescan_bundles_every"):
+                if parse_duration(getattr(self, name)) <= 0:
+                    raise ConfigError(f"{name} must be positive")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if not windows:
+            raise ConfigError("windows: at least one window is needed")
+        if slice_s <= 0:
+            raise ConfigError("slice must be positive")
+        bad = [format_duration(w) for w in windows if abs(w / slice_s - round(w / slice_s)) > 1e-9]
+        if bad:
+            raise ConfigError(f"windows {bad} are not whole multiples of slice {self.slice}")
+        if self.method not in drift.DEFAULT_THRESHOLDS:
+            raise ConfigError(f"method must be one of {sorted(drift.DEFAULT_THRESHOLDS)}, not {self.method!r}")
+        if self.correction not in ("none", "bonferroni", "bh"):
+            raise ConfigError(f"correction must be none, bonferroni or bh, not {self.correction!r}")
+        if self.start not in ("end", "beginning"):
+            raise ConfigError(f"start must be end or beginning, not {self.start!r}")
+        if self.min_count < 1:
+            raise ConfigError("min_count must be at least 1")
+        if not 0 < self.alpha <= 1:
+            raise ConfigError("alpha must be in (0, 1]")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is not a TCP port")
+        directory = os.path.dirname(self.events) or "."
+        if glob.has_magic(directory):
+            raise ConfigError(f"events: the directory part of {self.events!r} must not contain wildcards")
+        if not os.path.isdir(directory):
+            raise ConfigError(f"events: directory {directory!r} does not exist")
+        if not os.access(directory, os.R_OK | os.X_OK):
+            raise ConfigError(f"events: directory {directory!r} is not readable")
+        if not self.bundle_dirs():
+            raise ConfigError(f"bundles: no bundle (a directory with metadata.json) found in {self.bundles!r}")
+        if self.checkpoint:
+            parent = os.path.dirname(os.path.abspath(self.checkpoint))
+            os.makedirs(parent, exist_ok=True)
+            if not os.access(parent, os.W_OK):
+                raise ConfigError(f"checkpoint: directory {parent!r} is not writable")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = {f.name: f.type for f in fields(ExporterConfig)}[name]
+    try:
+        if kind in ("int", int):
+            return int(value)
+        if kind in ("float", float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a {kind}") from None
+    return str(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m mlpulse.exporter",
+        description="Drift exporter: tails prediction events, compares them with each model version's "
+        "training reference over sliding windows, and serves the statistics as Prometheus metrics.",
+        epilog=f"Every option can also be set as {ENV_PREFIX}<OPTION> (e.g. {ENV_PREFIX}MIN_COUNT=200) or in "
+        "the --config TOML file (e.g. min_count = 200). Precedence: command line > environment > file > default. "
+        "Docs: docs/metrics.md (metrics), docs/drift-statistics.md (statistics and defaults).",
+    )
+    ap.add_argument("--config", help="TOML file with any of the options below")
+    for f in fields(ExporterConfig):
+        ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                        help=f"{ExporterConfig.HELP[f.name]} (default: {f.default!r})")
+    return ap
+
+
+def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> ExporterConfig:
+    """Build and validate the configuration; raises ConfigError with a readable message."""
+    environ = os.environ if environ is None else environ
+    args = parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    config_file = args.config or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        try:
+            with open(config_file, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as e:
+            raise ConfigError(f"config: cannot read {config_file}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config: {config_file} is not valid TOML: {e}") from None
+        known = {f.name for f in fields(ExporterConfig)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config: unknown keys {unknown} in {config_file}")
+        values.update(data)
+    for f in fields(ExporterConfig):
+        if ENV_PREFIX + f.name.upper() in environ:
+            values[f.name] = environ[ENV_PREFIX + f.name.upper()]
+        if getattr(args, f.name) is not None:
+            values[f.name] = getattr(args, f.name)
+    config = ExporterConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    config.validate()
+    return config

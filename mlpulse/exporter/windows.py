@@ -1,0 +1,156 @@
+"""Binned counts of live events in time slices, summed into sliding windows.
+
+One ``Reference`` per model version lays every binned quantity (each feature's bins, the
+prediction's bins, the predicted class's bins, and the missing counts) side by side in one vector,
+so a time slice is one row of a ring buffer and a window is the sum of the rows whose slice falls
+inside it. Evaluating a window costs slices x bins, whatever the number of events.
+
+The prediction's exact moments are kept per slice as (count, mean, M2, min, max) and merged over
+a window with Chan's parallel formula, so the windowed mean and standard deviation are exact.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mlpulse.schema import FeatureSchema, OutputSpec
+
+PREDICTION = "_prediction"  # feature label of the prediction score
+PREDICTED_CLASS = "_predicted_class"  # feature label of the predicted class
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one binned quantity lives in the slice vector."""
+
+    name: str
+    kind: str  # numeric | categorical
+    offset: int  # first bin
+    nbins: int
+    missing: int  # index of its missing counter
+    edges: tuple[float, ...] = ()  # numeric
+    lookup: dict[str, int] | None = None  # categorical: category -> bin; anything else -> last bin
+
+
+class Reference:
+    """A model version's reference profile and the layout of its live counts."""
+
+    def __init__(self, name: str, version: str, schema: FeatureSchema, output: OutputSpec,
+                 profile: dict[str, Any]):
+        self.name, self.version, self.schema, self.output, self.profile = name, version, schema, output, profile
+        entries = [(f, profile["features"][f]) for f in schema.names] + [(PREDICTION, profile["prediction"])]
+        if "predicted_class" in profile:
+            entries.append((PREDICTED_CLASS, profile["predicted_class"]))
+        self.slots: dict[str, Slot] = {}
+        offset = 0
+        for name_, entry in entries:
+            if entry["kind"] == "numeric":
+                n = len(entry["edges"]) + 1
+                slot = Slot(name_, "numeric", offset, n, -1, edges=tuple(entry["edges"]))
+            else:
+                cats = entry["categories"]
+                slot = Slot(name_, "categorical", offset, len(cats) + 1, -1,
+                            lookup={c: i for i, c in enumerate(cats)})
+            self.slots[name_] = slot
+            offset += slot.nbins
+        # Missing counters follow the bins, one per slot.
+        for i, name_ in enumerate(list(self.slots)):
+            s = self.slots[name_]
+            self.slots[name_] = Slot(s.name, s.kind, s.offset, s.nbins, offset + i, s.edges, s.lookup)
+        self.width = offset + len(self.slots)
+        self.entries = dict(entries)
+        self._features = [self.slots[f] for f in schema.names]
+
+    def bin_event(self, inputs: dict[str, Any], score: Any, cls: Any) -> list[int]:
+        """Vector positions to increment for one scored event."""
+        out = []
+        for slot in self._features:
+            out.append(_position(slot, inputs.get(slot.name)))
+        out.append(_position(self.slots[PREDICTION], score))
+        if PREDICTED_CLASS in self.slots:
+            out.append(_position(self.slots[PREDICTED_CLASS], cls))
+        return out
+
+
+def _position(slot: Slot, value: Any) -> int:
+    if value is None:
+        return slot.missing
+    if slot.kind == "numeric":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return slot.missing  # a scored event has numbers here; anything else cannot be binned
+        v = float(value)
+        if v != v:
+            return slot.missing
+        return slot.offset + bisect.bisect_right(slot.edges, v)
+    if not isinstance(value, str):
+        return slot.missing
+    return slot.offset + slot.lookup.get(value, slot.nbins - 1)
+
+
+class Ring:
+    """Per-slice count vectors and prediction moments in a ring buffer of ``n_slices`` slices."""
+
+    def __init__(self, width: int, slice_seconds: float, n_slices: int):
+        self.slice_seconds = slice_seconds
+        self.n = n_slices
+        self.ids = np.full(n_slices, -1, dtype=np.int64)  # which slice each row holds
+        self.counts = np.zeros((n_slices, width), dtype=np.int64)
+        # prediction moments per slice: count, mean, M2, min, max
+        self.mcount = np.zeros(n_slices)
+        self.mmean = np.zeros(n_slices)
+        self.m2 = np.zeros(n_slices)
+        self.mmin = np.full(n_slices, np.inf)
+        self.mmax = np.full(n_slices, -np.inf)
+
+    def slice_of(self, ts: float) -> int:
+        return int(math.floor(ts / self.slice_seconds))
+
+    def _row(self, slice_id: int) -> int:
+        row = slice_id % self.n
+        if self.ids[row] != slice_id:  # the row held an expired slice: reuse it
+            self.ids[row] = slice_id
+            self.counts[row] = 0
+            self.mcount[row] = self.mmean[row] = self.m2[row] = 0.0
+            self.mmin[row], self.mmax[row] = np.inf, -np.inf
+        return row
+
+    def add(self, slice_id: int, positions: list[int], score: float | None) -> None:
+        row = self._row(slice_id)
+        self.counts[row, positions] += 1
+        if score is not None and math.isfinite(score):
+            # Welford's update of the slice's moments
+            n = self.mcount[row] + 1
+            delta = score - self.mmean[row]
+            self.mmean[row] += delta / n
+            self.m2[row] += delta * (score - self.mmean[row])
+            self.mcount[row] = n
+            self.mmin[row] = min(self.mmin[row], score)
+            self.mmax[row] = max(self.mmax[row], score)
+
+    def window(self, now_slice: int, n_slices: int) -> tuple[np.ndarray, dict[str, float]]:
+        """Summed counts and merged moments of the last ``n_slices`` slices up to ``now_slice``."""
+        mask = (self.ids > now_slice - n_slices) & (self.ids <= now_slice)
+        counts = self.counts[mask].sum(axis=0)
+        n = self.mcount[mask]
+        total = float(n.sum())
+        if total == 0:
+            return counts, {"count": 0.0}
+        mean = float((n * self.mmean[mask]).sum() / total)
+        m2 = float(self.m2[mask].sum() + (n * (self.mmean[mask] - mean) ** 2).sum())
+        return counts, {"count": total, "mean": mean, "std": math.sqrt(m2 / total),
+                        "min": float(self.mmin[mask].min()), "max": float(self.mmax[mask].max())}
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"ids": self.ids, "counts": self.counts, "mcount": self.mcount, "mmean": self.mmean,
+                "m2": self.m2, "mmin": self.mmin, "mmax": self.mmax}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        if state["counts"].shape != self.counts.shape:
+            raise ValueError("checkpoint ring has another shape (windows, slice or reference changed)")
+        for k, v in state.items():
+            getattr(self, k)[...] = v
