@@ -10,8 +10,9 @@ Binning, for a numeric entry with ``edges`` e[0] < e[1] < ... < e[m-1]:
 - bin i (1 <= i <= m-1) holds e[i-1] <= v < e[i],
 - bin m holds values >= e[m-1] (above the training maximum).
 
-Every bin is half-open [from, to), the semantics of an Elasticsearch range aggregation. The last
-edge is the float just above the training maximum, so the maximum falls in the last inner bin.
+Every bin is half-open [from, to), the semantics of an Elasticsearch range aggregation. The edges
+are the unique training quantiles (the minimum and maximum included) plus one more, the float just
+above the maximum: the last inner bin holds exactly the maximum value.
 A categorical entry has one bin per category, in schema order, then one "unseen" bin.
 Missing values are counted apart (``missing``) and are in no bin.
 """
@@ -35,11 +36,9 @@ def numeric_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[float]:
     if values.size == 0:
         return []
     qs = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)))
-    if qs.size == 1:
-        # A constant feature still gets one inner bin, [c, next float after c).
-        qs = np.append(qs, qs[0])
-    # The edge above the maximum makes the maximum part of the last inner bin.
-    qs[-1] = np.nextafter(qs[-1], np.inf)
+    # One more edge just above the maximum: the maximum gets a bin of its own, so a 0/1 feature has
+    # two inner bins and the top values of an integer feature are not merged.
+    qs = np.append(qs, np.nextafter(qs[-1], np.inf))
     return [float(q) for q in qs]
 
 
@@ -56,13 +55,14 @@ def categorical_bin_index(categories: Sequence[str], values: Iterable[str]) -> n
 
 
 def histogram_buckets(entry: dict[str, Any]) -> list[float]:
-    """Prometheus histogram upper bounds for a numeric profile entry.
+    """Prometheus histogram upper bounds for a numeric profile entry: the training quantiles.
 
-    The inner edges with the training maximum as the last bound: a live histogram then has the
-    same resolution as the reference, where default buckets would put most values in one bucket.
+    A live histogram then has the reference's resolution, where default buckets would put most
+    values in one bucket. Prometheus buckets are ``v <= le`` while profile bins are ``[from, to)``:
+    a value exactly on an edge lands one bucket lower here, so drift statistics never read these
+    buckets; they use the exporter's counts over the profile's own bins.
     """
-    edges = entry["edges"]
-    return sorted(set(edges[:-1]) | {entry["max"]})
+    return [float(e) for e in entry["edges"][:-1]]
 
 
 def _numeric_entry(values: np.ndarray, missing: int, bins: int) -> dict[str, Any]:
@@ -105,11 +105,11 @@ def profile_column(spec: FeatureSpec, column: Iterable[Any], bins: int = DEFAULT
     """Profile one column of raw values (None or NaN count as missing)."""
     column = list(column)
     present = [v for v in column if not _is_missing(v)]
-    missing = len(column) - len(present)
     if spec.kind == "categorical":
-        return _categorical_entry([str(v) for v in present], spec.categories, missing)
+        return _categorical_entry([str(v) for v in present], spec.categories, len(column) - len(present))
     arr = np.asarray(present, dtype=float)
-    return _numeric_entry(arr, missing, bins)
+    arr = arr[np.isfinite(arr)]  # NaN of any float type and +-inf count as missing: no edge may be inf
+    return _numeric_entry(arr, len(column) - arr.size, bins)
 
 
 def build_profile(

@@ -44,8 +44,8 @@ def test_numeric_entry_matches_numpy_on_raw_data(frame, profile, name):
     assert entry["mean"] == pytest.approx(present.mean(), rel=1e-12)
     assert entry["std"] == pytest.approx(present.std(), rel=1e-12)
     edges = entry["edges"]
-    # Inner edges are the training quantiles; the last is the float just above the maximum.
-    assert edges[:-1] == sorted(set(np.quantile(present, np.linspace(0, 1, 21)))) [:-1]
+    # Edges are the training quantiles, then the float just above the maximum.
+    assert edges[:-1] == sorted(set(np.quantile(present, np.linspace(0, 1, 21))))
     assert edges[-1] == np.nextafter(present.max(), np.inf)
     # Bin counts recounted independently with explicit half-open intervals.
     bounds = [-np.inf, *edges, np.inf]
@@ -73,8 +73,8 @@ def test_prediction_and_class_entries(profile):
 def test_live_values_outside_training_fall_in_outer_bins():
     values = np.arange(100, dtype=float)
     edges = numeric_edges(values, 10)
-    idx = numeric_bin_index(edges, np.array([-1.0, 0.0, 99.0, 99.5]))
-    assert list(idx) == [0, 1, len(edges) - 1, len(edges)]
+    idx = numeric_bin_index(edges, np.array([-1.0, 0.0, 98.9, 99.0, 99.5]))
+    assert list(idx) == [0, 1, len(edges) - 2, len(edges) - 1, len(edges)]
 
 
 def test_constant_and_empty_columns():
@@ -82,8 +82,15 @@ def test_constant_and_empty_columns():
     const = profile_column(spec, [5.0] * 10 + [None])
     assert const["edges"] == [5.0, float(np.nextafter(5.0, np.inf))]
     assert const["bin_counts"] == [0, 10, 0] and const["missing"] == 1
-    empty = profile_column(spec, [None, None])
-    assert empty["count"] == 0 and empty["missing"] == 2 and empty["bin_counts"] == []
+    empty = profile_column(spec, [None, None, float("inf"), np.float32("nan")])
+    assert empty["count"] == 0 and empty["missing"] == 4 and empty["bin_counts"] == []
+
+
+def test_binary_feature_keeps_both_values_apart():
+    entry = profile_column(FeatureSpec("flag", "numeric", "int"), [0] * 70 + [1] * 30)
+    zero, one = numeric_bin_index(entry["edges"], np.array([0.0, 1.0]))
+    assert zero != one
+    assert entry["bin_counts"][zero] == 70 and entry["bin_counts"][one] == 30
 
 
 def test_histogram_buckets_follow_the_reference(profile):

@@ -1,0 +1,427 @@
+"""Drift statistics computed on binned counts, never on rows.
+
+The reference profile (``mlpulse.profile``) stores per feature the counts over fixed bins; the
+drift exporter keeps live counts over exactly the same bins per time window. Every function here
+takes two count arrays of the same length (``ref`` for the reference, ``cur`` for the live
+window), so its cost depends on the number of bins only. ``docs/drift-statistics.md`` gives the
+formulas, the error bounds of binning against the raw-sample statistics, and why the defaults are
+what they are.
+
+The pure statistics raise ``ValueError`` on input they cannot give a meaning to (an empty
+distribution, negative counts, mismatched lengths) rather than returning nan. ``evaluate_feature``
+is the entry point that never raises on data: it returns no scores (None) when a window has too
+few values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import special, stats
+
+# Additive smoothing of the proportions for PSI: small enough to leave populated bins untouched in
+# practice, large enough that an empty bin costs a bounded ln(q/eps) instead of infinity.
+# Evidently fills empty bins with the same 1e-4.
+PSI_EPS = 1e-4
+# 20 reference bins x 5 expected values per bin (Cochran's rule for the chi-square approximation).
+DEFAULT_MIN_COUNT = 100
+# Evidently's floor for the normalising standard deviation: a constant reference feature would
+# otherwise divide by zero.
+WASSERSTEIN_STD_FLOOR = 1e-3
+# Up to this effective sample size the KS p-value is scipy's kstwo (what ks_2samp's asymptotic
+# mode returns); beyond it kstwo.sf takes up to seconds, so the Kolmogorov limit is used instead
+# (constant time, slightly conservative, within 1 % of kstwo there for p-values above 1e-8).
+KS_FINITE_N_MAX = 10_000
+# Effect-size thresholds for "drifted": see docs/drift-statistics.md for the calibration.
+DEFAULT_THRESHOLDS: Mapping[str, float] = MappingProxyType({"psi": 0.2, "js": 0.1, "wasserstein": 0.1})
+# Noise guard: an effect size only counts when the chi-square p-value says the window can tell
+# it from sampling noise (small windows have a large noise floor on PSI and JS).
+DEFAULT_ALPHA = 0.01
+
+Method = Literal["psi", "js", "wasserstein"]
+
+
+def _pair(ref: ArrayLike, cur: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float copies of two count arrays; both must hold at least one value."""
+    r = np.asarray(ref, dtype=float)
+    c = np.asarray(cur, dtype=float)
+    if r.ndim != 1 or r.shape != c.shape or r.size == 0:
+        raise ValueError(f"count arrays must be 1-D, non-empty and of equal length, got {r.shape} and {c.shape}")
+    if not (np.isfinite(r).all() and np.isfinite(c).all()) or (r < 0).any() or (c < 0).any():
+        raise ValueError("counts must be finite and non-negative")
+    if r.sum() <= 0 or c.sum() <= 0:
+        raise ValueError("a distribution without any value has no drift statistic")
+    return r, c
+
+
+def _smooth(p: np.ndarray, eps: float) -> np.ndarray:
+    # Additive smoothing that keeps a probability vector (sums to 1).
+    return (p + eps) / (1.0 + p.size * eps)
+
+
+def psi(ref: ArrayLike, cur: ArrayLike, eps: float = PSI_EPS) -> float:
+    """Population Stability Index, natural log, on proportions smoothed by ``eps``.
+
+    PSI = sum_i (q_i - p_i) * ln(q_i / p_i), with p = (ref/n_ref + eps) / (1 + k*eps) and the same
+    for q, so an empty bin on either side gives a finite contribution.
+    """
+    if not eps > 0:
+        raise ValueError("eps must be positive")
+    r, c = _pair(ref, cur)
+    p = _smooth(r / r.sum(), eps)
+    q = _smooth(c / c.sum(), eps)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def js_distance(ref: ArrayLike, cur: ArrayLike) -> float:
+    """Jensen-Shannon distance, base 2, in [0, 1]; equals scipy's ``jensenshannon(p, q, base=2)``."""
+    r, c = _pair(ref, cur)
+    p = r / r.sum()
+    q = c / c.sum()
+    m = (p + q) / 2.0
+    # rel_entr gives 0 for 0*log(0/m); m > 0 wherever p or q is.
+    div = (special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / (2.0 * np.log(2.0))
+    # Rounding can push the divergence a hair outside [0, 1]; sqrt of a negative would be nan.
+    return float(np.sqrt(min(max(div, 0.0), 1.0)))
+
+
+def _merge_empty_reference_bins(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fold every bin without reference mass into the nearest bin with some, on its left if any."""
+    has_mass = ref > 0
+    idx = np.where(has_mass, np.arange(ref.size), -1)
+    group = np.maximum.accumulate(idx)
+    group[group < 0] = np.flatnonzero(has_mass)[0]  # bins before the first populated one go right
+    _, inverse = np.unique(group, return_inverse=True)
+    return np.bincount(inverse, weights=ref), np.bincount(inverse, weights=cur)
+
+
+def chi2_pvalue(ref: ArrayLike, cur: ArrayLike) -> float:
+    """Chi-square goodness-of-fit p-value of the live counts against the reference proportions.
+
+    Expected counts are ``n_cur * ref / n_ref``. A bin without reference mass (an outer bin of a
+    numeric feature, the "unseen" bin, a category training never saw) is merged into its nearest
+    populated neighbour, on the left when there is one: the test is then always defined (no
+    division by a zero expectation), a material share of live values outside the training range
+    still gives a tiny p-value (the merged bin holds far more than expected), and a single value
+    beyond the training extremes, which a no-drift window shows with probability about
+    2 * n_cur / n_ref, does not.
+
+    A reference with a single populated bin (one category, a constant feature) leaves nothing to
+    compare after merging. The p-value is then the exact binomial tail of the live values outside
+    that bin, each with Laplace's rule-of-succession probability 1 / (n_ref + 2): 1 when there is
+    none, tiny when many live values fall where training never had one.
+    """
+    r, c = _pair(ref, cur)
+    r_merged, c_merged = _merge_empty_reference_bins(r, c)
+    if r_merged.size < 2:
+        outside = float(c[r == 0].sum())
+        if outside == 0:
+            return 1.0
+        return float(stats.binom.sf(outside - 1, c.sum(), 1.0 / (r.sum() + 2.0)))
+    r, c = r_merged, c_merged
+    f_exp = r / r.sum() * c.sum()
+    return float(np.clip(stats.chisquare(c, f_exp).pvalue, 0.0, 1.0))
+
+
+def ks_binned(ref: ArrayLike, cur: ArrayLike) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov statistic and p-value on binned data.
+
+    D = max over bin boundaries of |CDF_ref - CDF_cur|. The p-value is the two-sided one of
+    ``ks_2samp(method="asymp")``: kstwo.sf(D, round(n*m/(n+m))), switching to the Kolmogorov limit
+    kstwobign.sf(D*sqrt(en)) above ``KS_FINITE_N_MAX``. Binning can only lower D (D <= raw D), so
+    this p-value is conservative against the raw-sample test.
+    """
+    r, c = _pair(ref, cur)
+    n, m = r.sum(), c.sum()
+    d = float(np.max(np.abs(np.cumsum(r) / n - np.cumsum(c) / m)))
+    d = min(max(d, 0.0), 1.0)
+    en = n * m / (n + m)
+    if en <= KS_FINITE_N_MAX:
+        p = stats.kstwo.sf(d, max(1.0, float(np.round(en))))  # round() like ks_2samp; n=0 is undefined
+    else:
+        p = stats.kstwobign.sf(d * math.sqrt(en))
+    return d, float(np.clip(p, 0.0, 1.0))
+
+
+def wasserstein_binned(
+    edges: Sequence[float],
+    ref: ArrayLike,
+    cur: ArrayLike,
+    ref_std: float,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> float:
+    """1-Wasserstein distance between two binned numeric distributions, divided by ``ref_std``.
+
+    W = integral of |CDF_ref - CDF_cur| dx, with the mass of each inner bin spread uniformly over
+    [e[i-1], e[i]) (the CDFs are linear between edges, the integral is exact for that model). The
+    two open outer bins put their mass at the nearest edge, unless ``lo`` (below e[0]) or ``hi``
+    (above e[-1]) is given, e.g. the window's min and max: then the outer bin is spread uniformly
+    over [lo, e[0]) or [e[-1], hi]. ``ref_std`` (population std of the reference) is floored at
+    ``WASSERSTEIN_STD_FLOOR``, like Evidently's normalisation.
+    """
+    e = np.asarray(edges, dtype=float)
+    r, c = _pair(ref, cur)
+    if e.ndim != 1 or e.size == 0 or r.size != e.size + 1:
+        raise ValueError(f"{e.size} edges need {e.size + 1} bins, got {r.size}")
+    if not np.isfinite(e).all() or (np.diff(e) <= 0).any():
+        raise ValueError("edges must be finite and strictly increasing")
+    if not (math.isfinite(ref_std) and ref_std >= 0):
+        raise ValueError("ref_std must be finite and non-negative")
+    # Signed CDF difference at each edge: P(X < e[j]) = counts of bins 0..j.
+    diff = (np.cumsum(r) / r.sum() - np.cumsum(c) / c.sum())[:-1]
+    x, y = e, diff
+    if lo is not None and lo < e[0]:
+        x, y = np.r_[lo, x], np.r_[0.0, y]  # both CDFs are 0 at the window minimum
+    if hi is not None and hi > e[-1]:
+        x, y = np.r_[x, hi], np.r_[y, 0.0]  # and 1 at the window maximum
+    w = np.diff(x)
+    a, b = y[:-1], y[1:]
+    absum = np.abs(a) + np.abs(b)
+    # |linear| over a segment: a trapezoid when a and b share a sign, two triangles otherwise.
+    crossing = a * b < 0
+    area = np.where(crossing, (a * a + b * b) / np.where(crossing, absum, 1.0) / 2.0, absum / 2.0) * w
+    return float(area.sum() / max(ref_std, WASSERSTEIN_STD_FLOOR))
+
+
+def linf(ref: ArrayLike, cur: ArrayLike) -> float:
+    """L-infinity distance between the proportions: the largest change of one category's share."""
+    r, c = _pair(ref, cur)
+    return float(np.max(np.abs(r / r.sum() - c / c.sum())))
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Exact count, mean, sum of squared deviations, min and max of a set of values, mergeable.
+
+    Merging (Chan et al.'s parallel update) the moments of time slices gives the moments of their
+    union, so a window's mean and std come from per-slice summaries without keeping rows. The
+    empty value ``Moments()`` is the identity of ``merge``: its mean, min (+inf) and max (-inf)
+    are not statistics, and ``variance``/``std``/``summary`` give None for it.
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+
+    @classmethod
+    def from_values(cls, values: ArrayLike) -> Moments:
+        """Moments of the finite values (NaN and inf are skipped: the profile counts them as missing)."""
+        x = np.asarray(values, dtype=float).ravel()
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return cls()
+        mean = float(x.mean())
+        return cls(int(x.size), mean, float(np.sum((x - mean) ** 2)), float(x.min()), float(x.max()))
+
+    def merge(self, other: Moments) -> Moments:
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        return Moments(
+            count=n,
+            mean=self.mean + delta * other.count / n,
+            m2=self.m2 + other.m2 + delta * delta * self.count * other.count / n,
+            min=min(self.min, other.min),
+            max=max(self.max, other.max),
+        )
+
+    def __add__(self, other: Moments) -> Moments:
+        return self.merge(other)
+
+    @classmethod
+    def merge_all(cls, parts: Iterable[Moments]) -> Moments:
+        total = cls()
+        for part in parts:
+            total = total.merge(part)
+        return total
+
+    @property
+    def variance(self) -> float | None:
+        """Population variance (ddof=0), like the profile's std; None when empty."""
+        return self.m2 / self.count if self.count else None
+
+    @property
+    def std(self) -> float | None:
+        v = self.variance
+        return math.sqrt(max(v, 0.0)) if v is not None else None
+
+    def summary(self) -> dict[str, float | int | None]:
+        """count, mean, std, min, max; every statistic None for an empty window (expose no series)."""
+        if not self.count:
+            return {"count": 0, "mean": None, "std": None, "min": None, "max": None}
+        return {"count": self.count, "mean": self.mean, "std": self.std, "min": self.min, "max": self.max}
+
+
+def adjust_pvalues(pvalues: Sequence[float | None], method: str = "bh") -> list[float | None]:
+    """Correct p-values for testing many features at once; None entries stay None and do not count.
+
+    ``"bh"``: Benjamini-Hochberg (as scipy.stats.false_discovery_control), ``"bonferroni"``:
+    min(1, p*m), ``"none"``: unchanged. m is the number of non-None p-values.
+    """
+    if method not in ("none", "bonferroni", "bh"):
+        raise ValueError(f"unknown method {method!r}, expected 'none', 'bonferroni' or 'bh'")
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    ps = np.array([pvalues[i] for i in idx], dtype=float)
+    if ps.size and (np.isnan(ps).any() or (ps < 0).any() or (ps > 1).any()):
+        raise ValueError("p-values must lie in [0, 1]")
+    out: list[float | None] = [None] * len(pvalues)
+    m = ps.size
+    if method == "none" or m == 0:
+        adjusted = ps
+    elif method == "bonferroni":
+        adjusted = np.minimum(1.0, ps * m)
+    else:
+        order = np.argsort(ps)
+        scaled = ps[order] * m / np.arange(1, m + 1)
+        # Step-up: each adjusted p is the smallest scaled p at its rank or above.
+        monotone = np.minimum.accumulate(scaled[::-1])[::-1]
+        adjusted = np.empty(m)
+        adjusted[order] = np.minimum(monotone, 1.0)
+    for i, p in zip(idx, adjusted, strict=True):
+        out[i] = float(p)
+    return out
+
+
+def drift_share(flags: Sequence[bool | None]) -> float | None:
+    """Share of the evaluated features that drifted; None (not evaluated) is left out.
+
+    None when no feature was evaluated: a share of nothing is no value, not 0.
+    """
+    evaluated = [bool(f) for f in flags if f is not None]
+    return sum(evaluated) / len(evaluated) if evaluated else None
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """Drift statistics of one feature for one window.
+
+    Scores that do not apply to the kind, or that the window cannot support (``reason`` says why),
+    are None: the exporter exposes no series for them rather than a misleading 0.
+    """
+
+    kind: str
+    count: int  # live values in bins (missing excluded)
+    missing: int
+    missing_ratio: float | None  # missing / (count + missing); None for an empty window
+    reason: str | None = None  # why there are no scores: "below_min_count" or "empty_reference"
+    psi: float | None = None
+    js: float | None = None
+    chi2_pvalue: float | None = None
+    ks_stat: float | None = None  # numeric only
+    ks_pvalue: float | None = None
+    wasserstein_norm: float | None = None
+    out_of_range_ratio: float | None = None  # share of live values below the training min or above the max
+    linf: float | None = None  # categorical only
+    unseen_ratio: float | None = None  # share of live values in the "unseen" bin
+
+    @property
+    def scored(self) -> bool:
+        return self.reason is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_feature(
+    entry: Mapping[str, Any],
+    counts: ArrayLike,
+    missing: int = 0,
+    *,
+    min_count: int = DEFAULT_MIN_COUNT,
+    live_min: float | None = None,
+    live_max: float | None = None,
+    eps: float = PSI_EPS,
+) -> FeatureDrift:
+    """Statistics of one feature's live window against its profile entry (``mlpulse.profile``).
+
+    ``counts`` are the live counts over the entry's bins, ``missing`` the live missing values.
+    ``live_min``/``live_max`` (optional, the window's extremes) place the outer bins' mass for the
+    Wasserstein distance. Below ``min_count`` live values (and always for an empty window or an
+    empty reference) no score is computed. Raises ValueError only for a contract violation: an
+    unknown kind, counts that do not match the entry's bins, negative counts.
+    """
+    kind = entry["kind"]
+    if kind not in ("numeric", "categorical"):
+        raise ValueError(f"unknown profile entry kind {kind!r}")
+    ref = np.asarray(entry["bin_counts"], dtype=float)
+    cur = np.asarray(counts, dtype=float).ravel()
+    if not np.isfinite(cur).all() or (cur < 0).any():
+        raise ValueError("live counts must be finite and non-negative")
+    if missing < 0:
+        raise ValueError("missing must be non-negative")
+    if ref.size and cur.size != ref.size:
+        raise ValueError(f"live counts have {cur.size} bins, the profile entry has {ref.size}")
+    n = int(round(cur.sum()))
+    total = n + int(missing)
+    base = {
+        "kind": kind,
+        "count": n,
+        "missing": int(missing),
+        "missing_ratio": int(missing) / total if total else None,
+    }
+    if ref.size == 0 or ref.sum() <= 0:
+        return FeatureDrift(**base, reason="empty_reference")
+    if n < max(min_count, 1):  # an empty window has no distribution, whatever min_count says
+        return FeatureDrift(**base, reason="below_min_count")
+    common = {
+        "psi": psi(ref, cur, eps),
+        "js": js_distance(ref, cur),
+        "chi2_pvalue": chi2_pvalue(ref, cur),
+    }
+    if kind == "categorical":
+        return FeatureDrift(**base, **common, linf=linf(ref, cur), unseen_ratio=float(cur[-1] / n))
+    ks_stat, ks_p = ks_binned(ref, cur)
+    wass = wasserstein_binned(entry["edges"], ref, cur, float(entry.get("std", 0.0)), lo=live_min, hi=live_max)
+    return FeatureDrift(
+        **base,
+        **common,
+        ks_stat=ks_stat,
+        ks_pvalue=ks_p,
+        wasserstein_norm=wass,
+        out_of_range_ratio=float((cur[0] + cur[-1]) / n),
+    )
+
+
+def is_drifted(
+    result: FeatureDrift,
+    method: Method = "psi",
+    threshold: float | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
+    pvalue: float | None = None,
+) -> bool | None:
+    """Whether a feature drifted: the effect size reaches ``threshold`` and is not sampling noise.
+
+    ``method`` picks the effect size: "psi" (default, both kinds), "js" (both kinds) or
+    "wasserstein" (numeric; a categorical feature falls back to "js", as Evidently does).
+    ``threshold`` defaults to ``DEFAULT_THRESHOLDS[method]``. With ``alpha`` set, the chi-square
+    p-value (or ``pvalue``, e.g. one from ``adjust_pvalues``) must also be below ``alpha``: it
+    never flags drift by itself, it only vetoes an effect size a small window can show by chance.
+    Returns None when the window has no scores (not evaluated).
+    """
+    if not result.scored:
+        return None
+    if method == "wasserstein" and result.kind == "categorical":
+        method = "js"
+    if method not in DEFAULT_THRESHOLDS:
+        raise ValueError(f"unknown method {method!r}, expected one of {sorted(DEFAULT_THRESHOLDS)}")
+    effect = {"psi": result.psi, "js": result.js, "wasserstein": result.wasserstein_norm}[method]
+    limit = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
+    if effect is None or effect < limit:
+        return False
+    if alpha is None:
+        return True
+    p = result.chi2_pvalue if pvalue is None else pvalue
+    return p is not None and p < alpha
