@@ -85,12 +85,14 @@ def test_worker_restarts_keep_files_bounded_and_counters_monotonic(service, tmp_
     sent, previous, file_counts, scrape_seconds = 0, -1.0, [], []
     for _ in range(8):
         for rec in records:
-            for attempt in range(3):  # a connection may hit a worker as it recycles
+            for _attempt in range(3):  # a connection may hit a worker as it recycles
                 try:
                     r = session.post(f"{url}/v1/predict", json=rec, timeout=10)
                     break
                 except requests.ConnectionError:
                     time.sleep(0.2)
+            else:
+                pytest.fail("the service refused three connections in a row")
             assert r.status_code == 200
             sent += 1
         time.sleep(0.3)  # let the master reap exited workers

@@ -9,7 +9,9 @@ polls an :class:`EventTail` over the glob; it follows files by identity, not by 
 - its descriptor stays open while it is tracked, so a file rotated and deleted before being read to its
   end is still read to its end; it is closed once it has left the glob and has been read to EOF;
 - the position kept per file is the start of the first line not returned yet, so ``state()`` after a
-  ``poll()`` is exactly "what was returned", and a restart from it neither repeats nor skips a line.
+  ``poll()`` is exactly "what was returned", and a restart from it neither repeats nor skips a line;
+- files are read oldest first (mtime, then name), and a new file is not read before the listing has
+  been shown complete, so a rotation never lets the successor's lines overtake the rotated file's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ FINGERPRINT_BYTES = 4096
 # A file missing from this many consecutive listings while still linked somewhere (renamed out of
 # the glob) is closed; one miss may be a readdir racing a rename, which must not close a live file.
 MISSES_BEFORE_CLOSE = 3
+# Listings per scan at most (see _scan): a second one whenever the first found a new file.
+LISTING_ROUNDS = 4
 # Offsets of closed files that still exist, should they come back into the glob.
 REMEMBERED_MAX = 1024
 MALFORMED_KINDS = ("utf8", "json", "not_object")
@@ -81,13 +85,14 @@ class _File:
     offset: int = 0  # file position of the first byte not consumed, i.e. of buf[pos]
     skip: bool = False  # discarding up to the next newline (rest of an oversize or pre-start line)
     fp_len: int = 0
-    fp: str = ""
+    fp: str = ""  # set by _open
     buf: bytes = b""  # bytes read from offset on: unreturned lines, then a partial line
     pos: int = 0
     size: int = 0  # at the last fstat
     mtime_ns: int = 0
     nlink: int = 1
     misses: int = 0  # consecutive listings that did not show it
+    hold: bool = False  # found since the last listing that found nothing new: not read yet (see _scan)
 
     @property
     def read_pos(self) -> int:
@@ -97,9 +102,17 @@ class _File:
         return _Mark(self.offset, self.skip, self.fp_len, self.fp, self.name)
 
 
+def _hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
 def _fingerprint(fd: int, length: int) -> tuple[int, str]:
+    """(length, hash) of the first ``length`` bytes of the file, or of all of it if shorter."""
     head = os.pread(fd, length, 0)
-    return len(head), hashlib.blake2b(head, digest_size=8).hexdigest()
+    return len(head), _hash(head)
+
+
+_EMPTY_FP = _hash(b"")
 
 
 def _static_root(pattern: str) -> str:
@@ -136,7 +149,8 @@ class EventTail:
         self.max_line_bytes = max_line_bytes
         self.chunk_bytes = chunk_bytes
         self.stats = TailStats()
-        self.more = False  # the last poll stopped at max_lines: poll again without waiting
+        # Poll again without waiting: the last poll stopped at max_lines, or held new files back.
+        self.more = False
         self._root = _static_root(self.pattern)
         self._files: dict[Identity, _File] = {}
         self._remembered: OrderedDict[Identity, _Mark] = OrderedDict()
@@ -166,12 +180,12 @@ class EventTail:
         for ident, f in sorted(self._files.items(), key=lambda item: (item[1].mtime_ns, item[1].name)):
             if budget <= 0:
                 break
-            if f.read_pos < f.size or f.buf.find(b"\n", f.pos) >= 0:
+            if not f.hold and (f.read_pos < f.size or f.buf.find(b"\n", f.pos) >= 0):
                 try:
                     budget -= self._drain(f, budget, out)
                 except OSError as exc:
                     self._read_error(ident, f, exc)
-        self.more = budget <= 0
+        self.more = budget <= 0 or any(f.hold for f in self._files.values())
         self._close_finished()
         self.stats.events_returned += len(out)
         self.stats.files_tracked = len(self._files)
@@ -187,6 +201,7 @@ class EventTail:
                 f.pos = nl + 1
                 f.offset += len(line) + 1
                 consumed += 1
+                self.stats.lines_read += 1
                 if len(line) > self.max_line_bytes:
                     self.stats.oversize += 1
                 else:
@@ -196,6 +211,7 @@ class EventTail:
             if pending > self.max_line_bytes:  # drop it now rather than hold a huge line in memory
                 self.stats.oversize += 1
                 consumed += 1
+                self.stats.lines_read += 1
                 f.offset += pending
                 f.buf, f.pos, f.skip = b"", 0, True
             chunk = os.pread(f.fd, self.chunk_bytes, f.read_pos)
@@ -212,7 +228,6 @@ class EventTail:
                 chunk = chunk[nl + 1 :]
             f.buf = f.buf[f.pos :] + chunk
             f.pos = 0
-        self.stats.lines_read += consumed
         return consumed
 
     def _parse(self, line: bytes, out: list[dict[str, Any]]) -> None:
@@ -238,7 +253,7 @@ class EventTail:
         if size < f.read_pos or (f.fp_len and _fingerprint(f.fd, f.fp_len) != (f.fp_len, f.fp)):
             self.stats.truncations += 1
             f.offset, f.skip, f.buf, f.pos = 0, False, b"", 0
-            f.fp_len = 0
+            f.fp_len, f.fp = 0, _EMPTY_FP
         if f.fp_len < FINGERPRINT_BYTES and size > f.fp_len:
             f.fp_len, f.fp = _fingerprint(f.fd, FINGERPRINT_BYTES)
 
@@ -249,26 +264,41 @@ class EventTail:
         if not os.path.isdir(self._root):
             self.stats.missing_dir = True
             self.stats.missing_dir_scans += 1
+            for f in self._files.values():  # deleted with the directory, or moved away with it
+                f.misses += 1
             return
         self.stats.missing_dir = False
+        # A name listed for the active file may point to its successor by the time it is opened (the
+        # file was rotated in between): the rotated file is missed, and reading its successor first
+        # would reorder events. So list again while a listing turns up new files: the missed file
+        # keeps its rotated name and shows up. A listing that finds nothing new proves that every
+        # file older than a tracked one is tracked too; until one does, new files are held back.
         seen: set[Identity] = set()
-        for path in glob.glob(self.pattern):
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue  # vanished since the listing
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            ident = (st.st_dev, st.st_ino)
-            if ident not in self._files:
-                ident = self._open(path, initial)
-                if ident is None:
+        clean = False
+        for _ in range(LISTING_ROUNDS):
+            clean = True
+            for path in glob.glob(self.pattern):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue  # vanished since the listing
+                if not stat.S_ISREG(st.st_mode):
                     continue
-            self._files[ident].name = path
-            seen.add(ident)
+                ident = (st.st_dev, st.st_ino)
+                if ident not in self._files:
+                    opened = self._open(path, initial)
+                    if opened is None:
+                        continue
+                    ident, new = opened
+                    clean = clean and not new
+                self._files[ident].name = path
+                seen.add(ident)
+            if clean:
+                break
         for ident, f in self._files.items():
             f.misses = 0 if ident in seen else f.misses + 1
-        if self._resuming:  # checkpointed files not found now were deleted while we were down
+            f.hold = f.hold and not clean
+        if self._resuming and clean:  # checkpointed files not found now were deleted while we were down
             self.stats.files_lost += len(self._remembered)
             for mark in self._remembered.values():
                 log.warning("event file %s (checkpointed at byte %d) is gone", mark.name, mark.offset)
@@ -276,17 +306,19 @@ class EventTail:
             self._resuming = False
         self.stats.files_tracked = len(self._files)
 
-    def _open(self, path: str, initial: bool) -> Identity | None:
+    def _open(self, path: str, initial: bool) -> tuple[Identity, bool] | None:
+        """Open a listed file; returns its identity and whether it is new, None if it vanished."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return None
         st = os.fstat(fd)  # the identity of what was opened, whatever the name points to now
         ident = (st.st_dev, st.st_ino)
-        if ident in self._files:
+        if ident in self._files:  # the name was bound to another file between stat and open
             os.close(fd)
-            return ident
-        f = self._files[ident] = _File(fd=fd, name=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            return ident, False
+        # size -1: the next poll checks the resumed offset against the file as it is then
+        f = self._files[ident] = _File(fd=fd, name=path, size=-1, mtime_ns=st.st_mtime_ns, hold=True)
         f.fp_len, f.fp = _fingerprint(fd, FINGERPRINT_BYTES)
         mark = self._remembered.pop(ident, None)
         if mark is not None:
@@ -298,7 +330,7 @@ class EventTail:
         elif initial and self.start == "end" and st.st_size:
             f.offset = st.st_size
             f.skip = os.pread(fd, 1, st.st_size - 1) != b"\n"  # a line being written: skip its end
-        return ident
+        return ident, True
 
     def _close_finished(self) -> None:
         for ident, f in list(self._files.items()):
@@ -342,13 +374,8 @@ class EventTail:
     def state(self) -> dict[str, Any]:
         """JSON-serialisable position of every known file: what :meth:`poll` has returned so far."""
         entries = [(ident, f.mark()) for ident, f in self._files.items()] + list(self._remembered.items())
-        return {
-            "version": STATE_VERSION,
-            "files": [
-                {"dev": dev, "ino": ino, "fp_len": m.fp_len, "fp": m.fp, "offset": m.offset, "skip": m.skip, "name": m.name}
-                for (dev, ino), m in entries
-            ],
-        }
+        files = [{"dev": dev, "ino": ino, **m._asdict()} for (dev, ino), m in entries]
+        return {"version": STATE_VERSION, "files": files}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state`: known files at their offsets, all others from their beginning.
