@@ -65,6 +65,9 @@ class SharedFileHandler(logging.Handler):
     def write_line(self, data: bytes) -> None:
         """Append one whole line (bytes ending in a newline)."""
         if os.getpid() != self._pid:  # forked after opening (gunicorn preload): own descriptors
+            for fd in (self._fd, self._lock_fd):
+                if fd >= 0:
+                    os.close(fd)  # the child's copies only; the parent keeps its own
             self._pid, self._fd, self._ino = os.getpid(), -1, -1
             self._lock_fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -92,8 +95,8 @@ class SharedFileHandler(logging.Handler):
             target = self.directory / f"predictions-{stamp}-{n}.jsonl"
         os.rename(self.path, target)
         self._open()
-        rotated = sorted(self.directory.glob(ROTATED_GLOB), key=lambda p: p.stat().st_mtime_ns)
-        for old in rotated[: max(0, len(rotated) - self.backup_count)]:
+        rotated = sorted((_mtime(p), p.name, p) for p in self.directory.glob(ROTATED_GLOB))
+        for _, _, old in rotated[: max(0, len(rotated) - self.backup_count)]:
             old.unlink(missing_ok=True)
 
     def close(self) -> None:
@@ -105,6 +108,13 @@ class SharedFileHandler(logging.Handler):
                     pass
         self._fd = self._lock_fd = -1
         super().close()
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # deleted by someone else meanwhile: sorts first, unlink is a no-op
+        return -1
 
 
 class EventLog:

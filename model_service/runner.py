@@ -115,3 +115,24 @@ def start_service(stack: Stack, env: dict[str, str], log: Path, timeout: float =
     except Exception as e:
         raise RuntimeError(f"model service did not start: {e}\n{proc.log_tail()}") from None
     return proc
+
+
+def exporter_env(events: Path, bundles: Path, port: int, checkpoint: Path | None = None, **extra: str) -> dict[str, str]:
+    return {
+        "MLPULSE_EXPORTER_EVENTS": str(events / "*.jsonl"),
+        "MLPULSE_EXPORTER_BUNDLES": str(bundles),
+        "MLPULSE_EXPORTER_BIND": "127.0.0.1",
+        "MLPULSE_EXPORTER_PORT": str(port),
+        "MLPULSE_EXPORTER_CHECKPOINT": str(checkpoint) if checkpoint else "",
+        **extra,
+    }
+
+
+def start_exporter(stack: Stack, env: dict[str, str], log: Path, timeout: float = 30.0) -> Process:
+    """The drift exporter; returns once its /metrics answers."""
+    proc = stack.start("drift-exporter", [sys.executable, "-m", "mlpulse.exporter"], log, env)
+    try:
+        wait_http(f"http://127.0.0.1:{env['MLPULSE_EXPORTER_PORT']}/metrics", timeout, proc.popen)
+    except Exception as e:
+        raise RuntimeError(f"drift exporter did not start: {e}\n{proc.log_tail()}") from None
+    return proc
