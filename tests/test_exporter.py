@@ -220,3 +220,12 @@ def test_cli_fails_at_start_with_a_message(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = subprocess.run([sys.executable, "-m", "mlpulse.exporter", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--min-count" in r.stdout and "MLPULSE_EXPORTER_" in r.stdout
+
+
+def test_container_config_file_is_valid(bundle_dir, tmp_path):
+    from model_service.runner import ROOT
+
+    (tmp_path / "ev").mkdir()
+    cfg = load_config(["--config", str(ROOT / "exporter" / "exporter.toml"), "--events", str(tmp_path / "ev" / "*.jsonl"),
+                       "--bundles", str(bundle_dir), "--checkpoint", str(tmp_path / "cp.json")], environ={})
+    assert cfg.windows == "5m,1h,24h" and cfg.bind == "0.0.0.0" and cfg.correction == "bh"
