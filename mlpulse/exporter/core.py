@@ -95,6 +95,7 @@ class Exporter:
         now = self.clock() if now is None else now
         oldest = now - max(self.windows)
         counts = self.health.events
+        batches: dict[tuple[Key, int], tuple[list[int], list[float]]] = {}
         for e in events:
             kind = e.get("event")
             if kind not in (EVENT_SCORED, EVENT_REFUSED):
@@ -124,9 +125,16 @@ class Exporter:
                 continue
             score = pred.get("value")
             ring = self.rings[key]
-            ring.add(ring.slice_of(ts), ref.bin_event(inputs, score, pred.get("class")),
-                     float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None)
+            batch = batches.get((key, ring.slice_of(ts)))
+            if batch is None:
+                batch = batches[(key, ring.slice_of(ts))] = ([], [])
+            ref.bin_event(inputs, score, pred.get("class"), batch[0])
+            if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+                batch[1].append(float(score))
             counts["scored"] += 1
+        # One vectorised update per (model version, slice) instead of one per event.
+        for (key, slice_id), (positions, scores) in batches.items():
+            self.rings[key].add(slice_id, positions, scores)
 
     def poll(self) -> int:
         """Read what the files hold now (in bounded batches) and bin it; returns events read."""

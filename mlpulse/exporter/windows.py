@@ -65,16 +65,16 @@ class Reference:
         self.width = offset + len(self.slots)
         self.entries = dict(entries)
         self._features = [self.slots[f] for f in schema.names]
+        self._prediction = self.slots[PREDICTION]
+        self._predicted_class = self.slots.get(PREDICTED_CLASS)
 
-    def bin_event(self, inputs: dict[str, Any], score: Any, cls: Any) -> list[int]:
-        """Vector positions to increment for one scored event."""
-        out = []
+    def bin_event(self, inputs: dict[str, Any], score: Any, cls: Any, out: list[int]) -> None:
+        """Append to ``out`` the vector positions to increment for one scored event."""
         for slot in self._features:
             out.append(_position(slot, inputs.get(slot.name)))
-        out.append(_position(self.slots[PREDICTION], score))
-        if PREDICTED_CLASS in self.slots:
-            out.append(_position(self.slots[PREDICTED_CLASS], cls))
-        return out
+        out.append(_position(self._prediction, score))
+        if self._predicted_class is not None:
+            out.append(_position(self._predicted_class, cls))
 
 
 def _position(slot: Slot, value: Any) -> int:
@@ -119,18 +119,24 @@ class Ring:
             self.mmin[row], self.mmax[row] = np.inf, -np.inf
         return row
 
-    def add(self, slice_id: int, positions: list[int], score: float | None) -> None:
+    def add(self, slice_id: int, positions: list[int], scores: list[float]) -> None:
+        """Add a batch of events of one slice: all their bin positions, and their finite scores."""
         row = self._row(slice_id)
-        self.counts[row, positions] += 1
-        if score is not None and math.isfinite(score):
-            # Welford's update of the slice's moments
-            n = self.mcount[row] + 1
-            delta = score - self.mmean[row]
-            self.mmean[row] += delta / n
-            self.m2[row] += delta * (score - self.mmean[row])
-            self.mcount[row] = n
-            self.mmin[row] = min(self.mmin[row], score)
-            self.mmax[row] = max(self.mmax[row], score)
+        self.counts[row] += np.bincount(positions, minlength=self.counts.shape[1])
+        if not scores:
+            return
+        s = np.asarray(scores, dtype=float)
+        # Chan's merge of the slice's moments with the batch's
+        n_a, n_b = self.mcount[row], float(s.size)
+        mean_b = float(s.mean())
+        m2_b = float(((s - mean_b) ** 2).sum())
+        n = n_a + n_b
+        delta = mean_b - self.mmean[row]
+        self.mmean[row] += delta * n_b / n
+        self.m2[row] += m2_b + delta * delta * n_a * n_b / n
+        self.mcount[row] = n
+        self.mmin[row] = min(self.mmin[row], float(s.min()))
+        self.mmax[row] = max(self.mmax[row], float(s.max()))
 
     def window(self, now_slice: int, n_slices: int) -> tuple[np.ndarray, dict[str, float]]:
         """Summed counts and merged moments of the last ``n_slices`` slices up to ``now_slice``."""
