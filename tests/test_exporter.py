@@ -211,13 +211,23 @@ def test_configuration_errors_name_the_problem(bundle_dir, tmp_path):
         load_config(base + ["--config", str(toml)], environ={})
 
 
-def test_cli_fails_at_start_with_a_message(tmp_path):
+def test_cli_fails_at_start_with_a_message(bundle_dir, tmp_path):
     import subprocess
     import sys
 
     r = subprocess.run([sys.executable, "-m", "mlpulse.exporter", "--events", str(tmp_path / "missing" / "*.jsonl")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "does not exist" in r.stderr
+    import shutil
+
+    shutil.copytree(bundle_dir, tmp_path / "tampered")
+    with open(tmp_path / "tampered" / "reference.json", "a") as f:
+        f.write(" ")
+    (tmp_path / "ev").mkdir()
+    r = subprocess.run([sys.executable, "-m", "mlpulse.exporter", "--events", str(tmp_path / "ev" / "*.jsonl"),
+                        "--bundles", str(tmp_path / "tampered"), "--checkpoint", ""],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "was altered" in r.stderr
     r = subprocess.run([sys.executable, "-m", "mlpulse.exporter", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--min-count" in r.stdout and "MLPULSE_EXPORTER_" in r.stdout
 
