@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
 DEMO_SECONDS ?= 0
 
-.PHONY: venv bundle demo test lint bench clean system-deps
+.PHONY: venv bundle demo test lint bench bench-drift clean system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: venv system-deps
 
 bench: venv bundle
 	$(PY) -m bench.instrumentation
+
+# Evidently pins its own numpy/pandas/scipy ranges, so it lives in a separate venv and never
+# changes what the tests run against.
+bench-drift: venv
+	test -x .venv-bench/bin/python || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install --quiet -e . evidently 'pandas<3')
+	.venv-bench/bin/python -m bench.drift
 
 clean:
 	rm -rf var .pytest_cache
