@@ -12,7 +12,8 @@ import glob
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+import urllib.parse
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from mlpulse import drift
 ENV_PREFIX = "MLPULSE_EXPORTER_"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+SOURCES = ("files", "elasticsearch")
+# Secrets: from the environment only, never a command-line argument (visible to every local user)
+# nor a key of the config file; each has a ``<name>_file`` option instead.
+ENV_ONLY = frozenset({"elasticsearch_password"})
 
 
 class ConfigError(ValueError):
@@ -64,6 +69,14 @@ class ExporterConfig:
     checkpoint: str = "var/exporter/checkpoint.json"
     checkpoint_every: str = "60s"
     rescan_bundles_every: str = "60s"
+    source: str = "files"
+    elasticsearch_url: str = ""
+    elasticsearch_index: str = "logs-mlpulse.predictions-default"
+    elasticsearch_username: str = ""
+    elasticsearch_password: str = field(default="", repr=False)
+    elasticsearch_password_file: str = ""
+    elasticsearch_ca_file: str = ""
+    elasticsearch_timeout: str = "10s"
 
     HELP = {
         "events": "glob of the prediction event files to tail",
@@ -83,6 +96,16 @@ class ExporterConfig:
         "checkpoint": "file for read positions and window counts ('' disables); restarts resume from it",
         "checkpoint_every": "how often the checkpoint is written",
         "rescan_bundles_every": "how often bundle directories are scanned for new model versions",
+        "source": "where events come from: files (tail the events glob) or elasticsearch (one aggregation "
+        "search per model version and window; events, start and checkpoint are then unused)",
+        "elasticsearch_url": "Elasticsearch base URL, e.g. https://es.example:9200 (source = elasticsearch)",
+        "elasticsearch_index": "data stream, index or pattern holding the prediction events",
+        "elasticsearch_username": "basic-auth user; its password from $MLPULSE_EXPORTER_ELASTICSEARCH_PASSWORD "
+        "or elasticsearch_password_file",
+        "elasticsearch_password": "environment only (MLPULSE_EXPORTER_ELASTICSEARCH_PASSWORD)",
+        "elasticsearch_password_file": "file holding the basic-auth password (trailing newline ignored)",
+        "elasticsearch_ca_file": "PEM CA bundle to verify an https elasticsearch_url ('' : the system's CAs)",
+        "elasticsearch_timeout": "search timeout; a search that takes longer leaves its window absent",
     }
 
     # -- derived, validated values --------------------------------------------------------------
@@ -103,11 +126,25 @@ class ExporterConfig:
                 out.extend(sorted(d for d in p.iterdir() if (d / "metadata.json").is_file()))
         return out
 
+    def elasticsearch_credentials(self) -> tuple[str, str]:
+        """(username, password) for basic authentication; ("", "") without a username."""
+        if not self.elasticsearch_username:
+            return "", ""
+        password = self.elasticsearch_password
+        if self.elasticsearch_password_file:
+            try:
+                with open(self.elasticsearch_password_file, encoding="utf-8") as fh:
+                    password = fh.read().rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"elasticsearch_password_file: cannot read it: {e}") from None
+        return self.elasticsearch_username, password
+
     def validate(self) -> None:
         try:
             windows = self.window_seconds()
             slice_s = parse_duration(self.slice)
-            for name in ("evaluate_every", "poll_every", "checkpoint_every", "rescan_bundles_every"):
+            for name in ("evaluate_every", "poll_every", "checkpoint_every", "rescan_bundles_every",
+                         "elasticsearch_timeout"):
                 if parse_duration(getattr(self, name)) <= 0:
                     raise ConfigError(f"{name} must be positive")
         except ValueError as e:
@@ -131,6 +168,21 @@ class ExporterConfig:
             raise ConfigError("alpha must be in (0, 1]")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is not a TCP port")
+        if self.source not in SOURCES:
+            raise ConfigError(f"source must be files or elasticsearch, not {self.source!r}")
+        if self.source == "files":  # with elasticsearch no file is tailed: events and checkpoint are unused
+            self._validate_events()
+        if not self.bundle_dirs():
+            raise ConfigError(f"bundles: no bundle (a directory with metadata.json) found in {self.bundles!r}")
+        if self.source == "elasticsearch":
+            self._validate_elasticsearch()
+        elif self.checkpoint:
+            parent = os.path.dirname(os.path.abspath(self.checkpoint))
+            os.makedirs(parent, exist_ok=True)
+            if not os.access(parent, os.W_OK):
+                raise ConfigError(f"checkpoint: directory {parent!r} is not writable")
+
+    def _validate_events(self) -> None:
         directory = os.path.dirname(self.events) or "."
         if glob.has_magic(directory):
             raise ConfigError(f"events: the directory part of {self.events!r} must not contain wildcards")
@@ -138,13 +190,33 @@ class ExporterConfig:
             raise ConfigError(f"events: directory {directory!r} does not exist")
         if not os.access(directory, os.R_OK | os.X_OK):
             raise ConfigError(f"events: directory {directory!r} is not readable")
-        if not self.bundle_dirs():
-            raise ConfigError(f"bundles: no bundle (a directory with metadata.json) found in {self.bundles!r}")
-        if self.checkpoint:
-            parent = os.path.dirname(os.path.abspath(self.checkpoint))
-            os.makedirs(parent, exist_ok=True)
-            if not os.access(parent, os.W_OK):
-                raise ConfigError(f"checkpoint: directory {parent!r} is not writable")
+
+    def _validate_elasticsearch(self) -> None:
+        url = urllib.parse.urlsplit(self.elasticsearch_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError("elasticsearch_url: an http(s) URL is required with source = elasticsearch, "
+                              f"not {self.elasticsearch_url!r}")
+        if url.username or url.password:
+            raise ConfigError("elasticsearch_url: put no credentials in the URL; use elasticsearch_username and "
+                              f"{ENV_PREFIX}ELASTICSEARCH_PASSWORD or elasticsearch_password_file")
+        if not self.elasticsearch_index or re.search(r"[\s/\\?#\"<>|]", self.elasticsearch_index):
+            raise ConfigError(f"elasticsearch_index: {self.elasticsearch_index!r} is not an index name or pattern")
+        if self.elasticsearch_password and self.elasticsearch_password_file:
+            raise ConfigError(f"elasticsearch password: set {ENV_PREFIX}ELASTICSEARCH_PASSWORD or "
+                              "elasticsearch_password_file, not both")
+        has_password = bool(self.elasticsearch_password or self.elasticsearch_password_file)
+        if has_password and not self.elasticsearch_username:
+            raise ConfigError("elasticsearch password given without elasticsearch_username")
+        if self.elasticsearch_username and not has_password:
+            raise ConfigError(f"elasticsearch_username {self.elasticsearch_username!r} has no password: set "
+                              f"{ENV_PREFIX}ELASTICSEARCH_PASSWORD or elasticsearch_password_file")
+        if self.elasticsearch_username:
+            self.elasticsearch_credentials()  # the password file must be readable now, not at the first search
+        if self.elasticsearch_ca_file:
+            if url.scheme != "https":
+                raise ConfigError("elasticsearch_ca_file is set but elasticsearch_url is not https")
+            if not os.access(self.elasticsearch_ca_file, os.R_OK):
+                raise ConfigError(f"elasticsearch_ca_file: {self.elasticsearch_ca_file!r} is not a readable file")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -162,6 +234,7 @@ def _coerce(name: str, value: Any) -> Any:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m mlpulse.exporter",
+        allow_abbrev=False,  # --elasticsearch-password must not pass for --elasticsearch-password-file
         description="Drift exporter: tails prediction events, compares them with each model version's "
         "training reference over sliding windows, and serves the statistics as Prometheus metrics.",
         epilog=f"Every option can also be set as {ENV_PREFIX}<OPTION> (e.g. {ENV_PREFIX}MIN_COUNT=200) or in "
@@ -170,6 +243,8 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--config", help="TOML file with any of the options below")
     for f in fields(ExporterConfig):
+        if f.name in ENV_ONLY:
+            continue
         ap.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
                         help=f"{ExporterConfig.HELP[f.name]} (default: {f.default!r})")
     return ap
@@ -193,11 +268,14 @@ def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = 
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"config: unknown keys {unknown} in {config_file}")
+        secret = sorted(set(data) & ENV_ONLY)
+        if secret:
+            raise ConfigError(f"config: {secret} may not be in a file: use {ENV_PREFIX}<NAME> or the *_file option")
         values.update(data)
     for f in fields(ExporterConfig):
         if ENV_PREFIX + f.name.upper() in environ:
             values[f.name] = environ[ENV_PREFIX + f.name.upper()]
-        if getattr(args, f.name) is not None:
+        if getattr(args, f.name, None) is not None:
             values[f.name] = getattr(args, f.name)
     config = ExporterConfig(**{k: _coerce(k, v) for k, v in values.items()})
     config.validate()

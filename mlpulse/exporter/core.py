@@ -4,6 +4,10 @@
 version; ``Exporter.evaluate`` sums each window and computes the statistics of ``mlpulse.drift``;
 ``Exporter.collect`` serves the latest results. A statistic the window cannot support (fewer than
 ``min_count`` values) is an absent series, never a zero.
+
+With ``source = elasticsearch`` nothing is ingested: each window is one aggregation search over
+the indexed events (``elastic_source``) giving the same counts and moments as the ring would, and
+the same ``_window_results`` turns them into statistics.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from mlpulse import drift
 from mlpulse.bundle import BundleError, load_reference
 from mlpulse.events import EVENT_REFUSED, EVENT_SCORED
 from mlpulse.exporter.config import ExporterConfig, format_duration, parse_duration
+from mlpulse.exporter.elastic_source import ElasticsearchSource
 from mlpulse.exporter.tail import EventTail
 from mlpulse.exporter.windows import PREDICTION, Reference, Ring
 
@@ -61,7 +66,13 @@ class Exporter:
         self.rings: dict[Key, Ring] = {}
         self.health = Health()
         self.results: list[tuple[str, dict[str, str], float]] = []  # (metric, labels, value)
+        self.elastic = ElasticsearchSource.from_config(config) if config.source == "elasticsearch" else None
         self.load_bundles(strict=True)
+        if self.elastic is not None:
+            # Nothing to tail, no ring, no checkpoint. ``tail`` is still the event source that
+            # __main__ closes at shutdown.
+            self.tail = self.elastic
+            return
         self.tail = EventTail(config.events, start=config.start)
         if config.checkpoint:
             _state, extra = self.tail.load_checkpoint(config.checkpoint)
@@ -86,7 +97,8 @@ class Exporter:
                 continue
             ref = Reference(key[0], key[1], schema, output, profile)
             self.references[key] = ref
-            self.rings[key] = Ring(ref.width, self.slice_seconds, self.n_slices)
+            if self.elastic is None:
+                self.rings[key] = Ring(ref.width, self.slice_seconds, self.n_slices)
             log.info("reference loaded for %s %s from %s", key[0], key[1], path)
 
     # -- ingestion ----------------------------------------------------------------------------
@@ -138,6 +150,8 @@ class Exporter:
 
     def poll(self) -> int:
         """Read what the files hold now (in bounded batches) and bin it; returns events read."""
+        if self.elastic is not None:
+            return 0  # Elasticsearch is searched at evaluation
         total = 0
         while True:
             events = self.tail.poll()
@@ -153,15 +167,24 @@ class Exporter:
         now = self.clock() if now is None else now
         results: list[tuple[str, dict[str, str], float]] = []
         for key, ref in self.references.items():
-            ring = self.rings[key]
-            now_slice = ring.slice_of(now)
             for w in self.windows:
-                counts, moments = ring.window(now_slice, int(round(w / self.slice_seconds)))
-                results.extend(self._window_results(ref, counts, moments, format_duration(w)))
+                window = self._window(key, ref, now, int(round(w / self.slice_seconds)))
+                if window is not None:  # a failed search: the window's series are absent
+                    results.extend(self._window_results(ref, *window, format_duration(w)))
+        if self.elastic is not None:
+            self.health.newest_event = max(self.health.newest_event, self.elastic.newest_event)
         self.results = results
         self.health.evaluations += 1
         self.health.evaluation_seconds = time.perf_counter() - started
         self.health.last_evaluation = now
+
+    def _window(self, key: Key, ref: Reference, now: float, n_slices: int):
+        """(counts, moments) of the last ``n_slices`` slices: summed from the ring, or one search
+        (None if it failed)."""
+        if self.elastic is not None:
+            return self.elastic.window(ref, now, self.slice_seconds, n_slices)
+        ring = self.rings[key]
+        return ring.window(ring.slice_of(now), n_slices)
 
     def _window_results(self, ref: Reference, counts: np.ndarray, moments: dict[str, float], window: str):
         cfg = self.config
@@ -213,7 +236,7 @@ class Exporter:
     # -- checkpoint ---------------------------------------------------------------------------
 
     def save_checkpoint(self) -> None:
-        if not self.config.checkpoint:
+        if not self.config.checkpoint or self.elastic is not None:
             return
         rings = {}
         for (name, version), ring in self.rings.items():
@@ -245,6 +268,29 @@ class Exporter:
             fam.add_metric(list(labels.values()), value)
         yield from families.values()
 
+        h = self.health
+        if self.elastic is None:
+            yield from self._collect_files()
+        else:
+            yield from self._collect_elasticsearch()
+        yield CounterMetricFamily("mlpulse_exporter_bundle_errors", "Bundles found after start-up that could not "
+                                  "be loaded", value=h.bundle_errors)
+        if h.newest_event:
+            yield GaugeMetricFamily("mlpulse_exporter_newest_event_timestamp_seconds",
+                                    "Timestamp of the newest event read", value=h.newest_event)
+            yield GaugeMetricFamily("mlpulse_exporter_lag_seconds", "Now minus the newest event's timestamp",
+                                    value=max(0.0, self.clock() - h.newest_event))
+        yield GaugeMetricFamily("mlpulse_exporter_evaluation_duration_seconds",
+                                "Time the last evaluation of every window took", value=h.evaluation_seconds)
+        yield GaugeMetricFamily("mlpulse_exporter_last_evaluation_timestamp_seconds",
+                                "When the last evaluation finished", value=h.last_evaluation)
+        refs = GaugeMetricFamily("mlpulse_exporter_reference_info", "Model versions with a loaded reference",
+                                 labels=["model", "version", "trained_at"])
+        for (name, version), ref in self.references.items():
+            refs.add_metric([name, version, str(ref.profile.get("created_at", ""))], 1)
+        yield refs
+
+    def _collect_files(self):
         h, stats = self.health, self.tail.stats
         events = CounterMetricFamily("mlpulse_exporter_events", "Events read, by what became of them",
                                      labels=["outcome"])
@@ -261,25 +307,19 @@ class Exporter:
                                   value=stats.truncations)
         yield CounterMetricFamily("mlpulse_exporter_read_errors", "Errors reading event files",
                                   value=stats.read_errors)
-        yield CounterMetricFamily("mlpulse_exporter_bundle_errors", "Bundles found after start-up that could not "
-                                  "be loaded", value=h.bundle_errors)
         yield GaugeMetricFamily("mlpulse_exporter_files_tracked", "Event files open", value=stats.files_tracked)
         yield GaugeMetricFamily("mlpulse_exporter_events_dir_missing", "1 if the events directory was missing at "
                                 "the last listing", value=float(stats.missing_dir))
-        if h.newest_event:
-            yield GaugeMetricFamily("mlpulse_exporter_newest_event_timestamp_seconds",
-                                    "Timestamp of the newest event read", value=h.newest_event)
-            yield GaugeMetricFamily("mlpulse_exporter_lag_seconds", "Now minus the newest event's timestamp",
-                                    value=max(0.0, self.clock() - h.newest_event))
-        yield GaugeMetricFamily("mlpulse_exporter_evaluation_duration_seconds",
-                                "Time the last evaluation of every window took", value=h.evaluation_seconds)
-        yield GaugeMetricFamily("mlpulse_exporter_last_evaluation_timestamp_seconds",
-                                "When the last evaluation finished", value=h.last_evaluation)
-        refs = GaugeMetricFamily("mlpulse_exporter_reference_info", "Model versions with a loaded reference",
-                                 labels=["model", "version", "trained_at"])
-        for (name, version), ref in self.references.items():
-            refs.add_metric([name, version, str(ref.profile.get("created_at", ""))], 1)
-        yield refs
+
+    def _collect_elasticsearch(self):
+        es = self.elastic
+        yield CounterMetricFamily("mlpulse_exporter_elasticsearch_searches", "Window searches sent to Elasticsearch",
+                                  value=es.searches)
+        errors = CounterMetricFamily("mlpulse_exporter_elasticsearch_errors", "Window searches that gave no window "
+                                     "(its series absent), by kind", labels=["kind"])
+        for kind, n in es.errors.items():
+            errors.add_metric([kind], n)
+        yield errors
 
     def registry(self) -> CollectorRegistry:
         registry = CollectorRegistry()
