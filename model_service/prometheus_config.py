@@ -247,3 +247,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+ALERTMANAGER_DIR = ROOT / "alertmanager"
+
+
+def write_native_alertmanager_config(
+    directory: str | Path,
+    webhook_url: str,
+    *,
+    group_wait: str | None = None,
+    group_interval: str | None = None,
+    repeat_interval: str | None = None,
+    config_path: str | Path = ALERTMANAGER_DIR / "alertmanager.yml",
+) -> Path:
+    """Write a native copy of the committed ``alertmanager.yml`` (and its templates) into
+    ``directory``: every webhook points at ``webhook_url``, and the route timings may be shortened
+    (for tests). Routes, inhibitions and receivers stay exactly those of the committed file."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = Path(config_path)
+    with open(config_path, encoding="utf-8") as f:
+        config = yaml.safe_load(f)
+    for receiver in config.get("receivers") or []:
+        for hook in receiver.get("webhook_configs") or []:
+            hook["url"] = webhook_url
+    timings = {"group_wait": group_wait, "group_interval": group_interval, "repeat_interval": repeat_interval}
+
+    def shorten(route: dict[str, Any]) -> None:
+        for key, value in timings.items():
+            if value is not None and (key in route or route is config["route"]):
+                duration_seconds(value)
+                route[key] = value
+        for child in route.get("routes") or []:
+            shorten(child)
+
+    shorten(config["route"])
+    templates = config_path.parent / "templates"
+    if templates.is_dir():
+        shutil.copytree(templates, directory / "templates", dirs_exist_ok=True)
+    out = directory / "alertmanager.yml"
+    out.write_text(_dump(config), encoding="utf-8")
+    return out

@@ -1,0 +1,161 @@
+"""The whole alerting path with real processes on 127.0.0.1: the service under gunicorn, the drift
+exporter, Prometheus and Alertmanager from Debian's packages, and the project's webhook receiver.
+
+Prometheus and Alertmanager run on copies generated from the committed files, which stay the
+single source of truth; the copies differ only in targets, intervals, ``for`` (3 s), group
+timings, and the drift window label (``1h`` in the rules, ``30s`` here so a drift can appear and
+resolve within the test).
+"""
+
+import json
+import shutil
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from model_service.data import SCENARIOS, generate, to_records
+from model_service.prometheus_config import write_native_alertmanager_config, write_native_config
+from model_service.runner import (
+    Stack,
+    exporter_env,
+    free_port,
+    service_env,
+    start_exporter,
+    start_service,
+    wait_http,
+)
+from model_service.traffic import send
+
+pytestmark = pytest.mark.integration
+PROMETHEUS, ALERTMANAGER = shutil.which("prometheus"), shutil.which("prometheus-alertmanager") or shutil.which(
+    "alertmanager")
+WINDOW = "30s"
+HEARTBEAT = {"Watchdog"}  # always firing by design: it proves the path works, it is no alert
+
+
+class Traffic(threading.Thread):
+    """Steady traffic of the current scenario until stopped, so no rate-based rule sees a gap."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.scenario, self.stopped = url, "baseline", threading.Event()
+
+    def run(self) -> None:
+        seed = 0
+        session = requests.Session()
+        while not self.stopped.is_set():
+            seed += 1
+            send(self.url, to_records(generate(100, seed=1000 + seed, scenario=self.scenario)), batch=10,
+                 concurrency=2, session=session)
+            time.sleep(0.2)
+
+
+def notifications(path):
+    """Every alert of every notification the webhook received, in order."""
+    if not path.exists():
+        return []
+    return [a for line in path.read_text().splitlines() for a in json.loads(line)["alerts"]]
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER), reason="Debian's prometheus / prometheus-alertmanager "
+                    "not installed (make test installs them)")
+def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_service_is_down(bundle_dir, tmp_path):
+    svc, exp, prom, am, hook = (free_port() for _ in range(5))
+    received = tmp_path / "alerts.jsonl"
+    with Stack() as stack:
+        service = start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", svc, workers=2),
+                                tmp_path / "service.log")
+        start_exporter(stack, exporter_env(tmp_path / "events", bundle_dir, exp, None,
+                                           MLPULSE_EXPORTER_WINDOWS=WINDOW, MLPULSE_EXPORTER_SLICE="1s",
+                                           MLPULSE_EXPORTER_EVALUATE_EVERY="1s", MLPULSE_EXPORTER_POLL_EVERY="0.2s"),
+                       tmp_path / "exporter.log")
+        hook_proc = stack.start("webhook", [sys.executable, "-m", "model_service.alert_webhook", "--port", str(hook),
+                                            "--out", str(received)], tmp_path / "webhook.log")
+        wait_http(f"http://127.0.0.1:{hook}/healthz", 30, hook_proc.popen)
+        am_config = write_native_alertmanager_config(tmp_path / "am", f"http://127.0.0.1:{hook}/alerts",
+                                                     group_wait="1s", group_interval="2s", repeat_interval="1h")
+        am_proc = stack.start("alertmanager", [ALERTMANAGER, f"--config.file={am_config}",
+                                                f"--storage.path={tmp_path / 'am-data'}",
+                                                f"--web.listen-address=127.0.0.1:{am}", "--cluster.listen-address="],
+                              tmp_path / "alertmanager.log")
+        wait_http(f"http://127.0.0.1:{am}/-/ready", 30, am_proc.popen)
+        prom_config = write_native_config(
+            tmp_path / "prom",
+            targets={"model-service": f"127.0.0.1:{svc}", "drift-exporter": f"127.0.0.1:{exp}",
+                     "prometheus": f"127.0.0.1:{prom}", "alertmanager": f"127.0.0.1:{am}"},
+            alertmanagers=[f"127.0.0.1:{am}"], scrape_interval="1s", evaluation_interval="1s", for_override="3s")
+        for rules in (tmp_path / "prom" / "rules").glob("*.yml"):
+            rules.write_text(rules.read_text().replace('window="1h"', f'window="{WINDOW}"'))
+        prom_proc = stack.start("prometheus", [PROMETHEUS, f"--config.file={prom_config}",
+                                               f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                                               f"--web.listen-address=127.0.0.1:{prom}"], tmp_path / "prometheus.log")
+        wait_http(f"http://127.0.0.1:{prom}/-/ready", 30, prom_proc.popen)
+
+        traffic = Traffic(f"http://127.0.0.1:{svc}")
+        traffic.start()
+        try:
+            # 1. Baseline: the rules are evaluated (the heartbeat fires) and nothing reaches the receiver.
+            wait_until(lambda: any(a["labels"]["alertname"] == "Watchdog" and a["state"] == "firing" for a in
+                                   requests.get(f"http://127.0.0.1:{prom}/api/v1/alerts", timeout=5)
+                                   .json()["data"]["alerts"]), 60, "the rules to be evaluated")
+            time.sleep(35)  # longer than the window, the for and the group timings together
+            noise = [a["labels"] for a in notifications(received) if a["labels"]["alertname"] not in HEARTBEAT]
+            assert noise == [], f"baseline traffic raised alerts: {noise}"
+
+            # 2. Drift: FeatureDrift arrives for exactly the shifted features, fully labelled.
+            traffic.scenario = "drift"
+
+            def drift_alerts(status):
+                return {a["labels"]["feature"]: a for a in notifications(received)
+                        if a["labels"]["alertname"] == "FeatureDrift" and a["status"] == status}
+
+            firing = wait_until(lambda: (d := drift_alerts("firing")) and set(d) >= set(SCENARIOS["drift"]) and d,
+                                120, "FeatureDrift for every shifted feature")
+            assert set(firing) == set(SCENARIOS["drift"])
+            for feature, alert in firing.items():
+                labels, notes = alert["labels"], alert["annotations"]
+                assert labels["severity"] == "warning" and labels["team"] == "ds"
+                assert labels["model"] == "credit-default" and labels["version"] == "1.0.0"
+                assert labels["stack"] == "mlpulse"  # external label of the committed config
+                assert feature in notes["summary"] and "PSI" in notes["description"]
+                assert notes["runbook_url"].endswith("docs/runbooks.md#featuredrift")
+
+            # 3. Back to normal: the drift leaves the window and every FeatureDrift resolves.
+            traffic.scenario = "baseline"
+            wait_until(lambda: set(drift_alerts("resolved")) >= set(SCENARIOS["drift"]), 120,
+                       "FeatureDrift resolved for every feature")
+
+            # 4. Drift again, then the service dies: ModelServiceDown arrives and silences the drift.
+            before = len(notifications(received))
+            traffic.scenario = "drift"
+            wait_until(lambda: any(a["labels"]["alertname"] == "FeatureDrift" and a["status"] == "firing"
+                                   for a in notifications(received)[before:]), 120, "FeatureDrift again")
+        finally:
+            traffic.stopped.set()
+            traffic.join(60)
+        service.stop()
+        down = wait_until(lambda: [a for a in notifications(received) if a["labels"]["alertname"] == "ModelServiceDown"
+                                   and a["status"] == "firing"], 60, "ModelServiceDown")
+        assert down[0]["labels"]["severity"] == "critical" and down[0]["labels"]["model"] == "credit-default"
+
+        def drift_inhibited():
+            alerts = requests.get(f"http://127.0.0.1:{am}/api/v2/alerts",
+                                  params={"filter": 'alertname="FeatureDrift"'}, timeout=5).json()
+            return alerts and all(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]
+                                  for a in alerts) and alerts
+
+        inhibited = wait_until(drift_inhibited, 30, "FeatureDrift inhibited by ModelServiceDown")
+        assert {a["labels"]["feature"] for a in inhibited} <= set(SCENARIOS["drift"])
