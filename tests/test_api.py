@@ -225,3 +225,14 @@ def test_unmatched_routes_do_not_grow_labels(client):
     routes = {dict(lab).get("route") for (name, lab), _ in metrics(client).items()
               if name == "mlpulse_http_requests_total"}
     assert "<unmatched>" in routes and not any(r.startswith("/random") for r in routes)
+
+
+def test_route_series_exist_from_the_first_request(client):
+    client.get("/healthz")
+    m = metrics(client)
+    for route in ("/v1/predict", "/v1/model"):
+        method = "POST" if route == "/v1/predict" else "GET"
+        for status in ("200", "500"):
+            assert (("mlpulse_http_requests_total", frozenset({"method": method, "route": route,
+                                                               "status": status}.items())) in m)
+    assert value(m, "mlpulse_http_requests_total", route="/v1/predict", status="500") == 0

@@ -72,3 +72,15 @@ def test_writer_reopens_after_external_rotation(tmp_path):
     log.close()
     assert [e["i"] for e in read_events(tmp_path / ".")] == [1, 2]
     assert (tmp_path / ACTIVE_NAME).exists()
+
+
+def test_write_many_formats_like_write_and_keeps_lines_whole(tmp_path):
+    log = EventLog(tmp_path, max_bytes=3000, backup_count=100)
+    log.write("prediction", {"i": -1, "nested": {"a": [1, 2]}})
+    for b in range(30):
+        log.write_many([("prediction", {"i": b * 10 + j, "nested": {"a": [1, 2]}}) for j in range(10)])
+    log.close()
+    events = read_events(tmp_path)
+    assert sorted(e["i"] for e in events) == list(range(-1, 300))
+    first, other = events[0], next(e for e in events if e["i"] == 0)
+    assert set(first) == set(other) and first["nested"] == other["nested"]

@@ -51,8 +51,20 @@ class FlaskMetrics:
         app.add_url_rule(self.path, "mlpulse_metrics", self.metrics_view, methods=["GET"])
         app.extensions["mlpulse_metrics"] = self
 
+    def _precreate(self) -> None:
+        """Zero-valued children for every route, its methods, and statuses 200 and 500, so a rate()
+        or an error ratio sees the first burst instead of starting at the first sample."""
+        from flask import current_app
+
+        for rule in current_app.url_map.iter_rules():
+            for method in sorted((rule.methods or set()) & METHODS - {"HEAD", "OPTIONS"}):
+                for status in ("200", "500"):
+                    self.requests.labels(method, rule.rule, status)
+                    self.duration.labels(method, rule.rule, status)
+
     def _before(self) -> None:
-        self.process.ensure_running()
+        if self.process.ensure_running():
+            self._precreate()
         g._mlpulse_start = time.perf_counter()
         self.in_flight.inc()
 

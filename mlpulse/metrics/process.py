@@ -37,16 +37,18 @@ class ProcessMetrics:
             self.fds.set(p.num_fds())
             self.start.set(p.create_time())
 
-    def ensure_running(self) -> None:
-        """Start the refresh thread in this process once (safe to call on every request)."""
+    def ensure_running(self) -> bool:
+        """Start the refresh thread in this process once (safe to call on every request); True
+        the first time in a process."""
         if self._pid == os.getpid():
-            return
+            return False
         with self._lock:
             if self._pid == os.getpid():
-                return
+                return False
             self._pid = os.getpid()
             self.update()
             threading.Thread(target=self._loop, name="mlpulse-process-metrics", daemon=True).start()
+            return True
 
     def _loop(self) -> None:
         pid = os.getpid()
