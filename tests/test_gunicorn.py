@@ -87,7 +87,7 @@ def test_worker_restarts_keep_files_bounded_and_counters_monotonic(service, tmp_
         for rec in records:
             for _attempt in range(3):  # a connection may hit a worker as it recycles
                 try:
-                    r = session.post(f"{url}/v1/predict", json=rec, timeout=10)
+                    r = session.post(f"{url}/v1/predict", json=rec, timeout=30)
                     break
                 except requests.ConnectionError:
                     time.sleep(0.2)
