@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -34,3 +35,15 @@ def value(parsed: dict, name: str, **labels: str) -> float:
     found = [v for (n, lab), v in parsed.items() if n == name and want <= lab]
     assert found, f"no sample {name} with {labels}"
     return sum(found)
+
+
+def wait_for(fn, timeout: float, what: str):
+    """Call ``fn`` until it returns something true (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not within {timeout}s (last: {last!r})")

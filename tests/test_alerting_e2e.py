@@ -28,6 +28,7 @@ from model_service.runner import (
     wait_http,
 )
 from model_service.traffic import send
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 PROMETHEUS, ALERTMANAGER = shutil.which("prometheus"), shutil.which("prometheus-alertmanager") or shutil.which(
@@ -58,16 +59,6 @@ def notifications(path):
     if not path.exists():
         return []
     return [a for line in path.read_text().splitlines() for a in json.loads(line)["alerts"]]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER), reason="Debian's prometheus / prometheus-alertmanager "
@@ -108,7 +99,7 @@ def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_ser
         traffic.start()
         try:
             # 1. Baseline: the rules are evaluated (the heartbeat fires) and nothing reaches the receiver.
-            wait_until(lambda: any(a["labels"]["alertname"] == "Watchdog" and a["state"] == "firing" for a in
+            wait_for(lambda: any(a["labels"]["alertname"] == "Watchdog" and a["state"] == "firing" for a in
                                    requests.get(f"http://127.0.0.1:{prom}/api/v1/alerts", timeout=5)
                                    .json()["data"]["alerts"]), 60, "the rules to be evaluated")
             time.sleep(35)  # longer than the window, the for and the group timings together
@@ -122,7 +113,7 @@ def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_ser
                 return {a["labels"]["feature"]: a for a in notifications(received)
                         if a["labels"]["alertname"] == "FeatureDrift" and a["status"] == status}
 
-            firing = wait_until(lambda: (d := drift_alerts("firing")) and set(d) >= set(SCENARIOS["drift"]) and d,
+            firing = wait_for(lambda: (d := drift_alerts("firing")) and set(d) >= set(SCENARIOS["drift"]) and d,
                                 120, "FeatureDrift for every shifted feature")
             assert set(firing) == set(SCENARIOS["drift"])
             for feature, alert in firing.items():
@@ -135,19 +126,19 @@ def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_ser
 
             # 3. Back to normal: the drift leaves the window and every FeatureDrift resolves.
             traffic.scenario = "baseline"
-            wait_until(lambda: set(drift_alerts("resolved")) >= set(SCENARIOS["drift"]), 120,
+            wait_for(lambda: set(drift_alerts("resolved")) >= set(SCENARIOS["drift"]), 120,
                        "FeatureDrift resolved for every feature")
 
             # 4. Drift again, then the service dies: ModelServiceDown arrives and silences the drift.
             before = len(notifications(received))
             traffic.scenario = "drift"
-            wait_until(lambda: any(a["labels"]["alertname"] == "FeatureDrift" and a["status"] == "firing"
+            wait_for(lambda: any(a["labels"]["alertname"] == "FeatureDrift" and a["status"] == "firing"
                                    for a in notifications(received)[before:]), 120, "FeatureDrift again")
         finally:
             traffic.stopped.set()
             traffic.join(60)
         service.stop()
-        down = wait_until(lambda: [a for a in notifications(received) if a["labels"]["alertname"] == "ModelServiceDown"
+        down = wait_for(lambda: [a for a in notifications(received) if a["labels"]["alertname"] == "ModelServiceDown"
                                    and a["status"] == "firing"], 60, "ModelServiceDown")
         assert down[0]["labels"]["severity"] == "critical" and down[0]["labels"]["model"] == "credit-default"
 
@@ -157,5 +148,5 @@ def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_ser
             return alerts and all(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]
                                   for a in alerts) and alerts
 
-        inhibited = wait_until(drift_inhibited, 30, "FeatureDrift inhibited by ModelServiceDown")
+        inhibited = wait_for(drift_inhibited, 30, "FeatureDrift inhibited by ModelServiceDown")
         assert {a["labels"]["feature"] for a in inhibited} <= set(SCENARIOS["drift"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from model_service import prometheus_config as pc
 from model_service.data import generate, to_records
 from model_service.runner import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
 from model_service.traffic import invalid_records, send
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "prometheus"
@@ -393,17 +393,6 @@ def test_rules_read_only_metrics_that_exist(service_names, exporter_names):
 
 
 # --- the real chain ------------------------------------------------------------------------
-
-def wait_for(fn, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"{what} not within {timeout}s (last: {last!r})")
-
 
 def query(prom: str, expr: str) -> list[dict]:
     return requests.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
