@@ -37,6 +37,7 @@ from model_service import prometheus_config as pc
 from model_service.data import generate, to_records
 from model_service.runner import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
 from model_service.traffic import invalid_records, send
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
@@ -503,16 +504,6 @@ def query(prom: str, expr: str, start: float | None = None) -> dict:
                         params={"query": expr, "start": start, "end": time.time(), "step": "1s"}).json()
 
 
-def wait_for(what: str, fn, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = fn()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout}s")
-
-
 def flagged_records(n: int, seed: int) -> list[dict]:
     """Records the default policy scores but flags: an unseen category and an out-of-range age."""
     records = to_records(generate(n, seed=seed))
@@ -579,8 +570,8 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
                                           f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path / "prometheus.log")
         wait_http(f"{prom}/-/ready", 30, proc.popen)
         started = time.time()
-        wait_for("a first scrape of the service and the exporter", lambda: {
-            s["metric"]["job"] for s in query(prom, "up == 1")["data"]["result"]} >= {"model-service", "drift-exporter"})
+        wait_for(lambda: {s["metric"]["job"] for s in query(prom, "up == 1")["data"]["result"]}
+                 >= {"model-service", "drift-exporter"}, 30, "a first scrape of the service and the exporter")
 
         # Baseline, drifted, broken-feed, flagged and refused traffic: every series the panels read.
         assert send(url, to_records(generate(600, seed=11)), batch=20, concurrency=4) == {200: 30}
@@ -594,7 +585,7 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
                            f'mlpulse_window_prediction{{window="{db.DEFAULT_WINDOW}"}}',
                            'sum(rate(mlpulse_http_requests_total{route="/v1/predict"}[4s])) > 0',
                            "mlpulse_process_resident_memory_bytes", "mlpulse_exporter_lag_seconds"):
-                wait_for(series, lambda s=series: query(prom, s)["data"]["result"])
+                wait_for(lambda s=series: query(prom, s)["data"]["result"], 60, series)
             windows = requests.get(f"{prom}/api/v1/label/window/values", timeout=5).json()["data"]
             assert sorted(windows) == sorted(rule.windows)
 
