@@ -158,7 +158,7 @@ def test_restart_from_checkpoint_neither_repeats_nor_loses(bundle_dir, tmp_path,
     first = exporter_for(bundle_dir, tmp_path, checkpoint=cp, start="beginning")
     first.poll()
     first.save_checkpoint()
-    first.tail.close()
+    first.close()
     with open(log, "a") as f:  # written while the exporter was down
         f.write("".join(lines[600:]))
     second = exporter_for(bundle_dir, tmp_path, checkpoint=cp, start="beginning")

@@ -740,7 +740,7 @@ def test_a_failed_search_leaves_its_window_absent_counts_it_and_the_exporter_kee
         assert len(exp.results) > 100 and exp.elastic.errors == expected
         assert exp.poll() == 0
         exp.save_checkpoint()
-        exp.tail.close()  # what __main__ does at shutdown
+        exp.close()  # what __main__ does at shutdown
 
 
 def test_a_search_that_hangs_is_cut_by_the_timeout(bundle_dir, tmp_path, traffic):

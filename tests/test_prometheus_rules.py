@@ -375,7 +375,7 @@ def exporter_names(service_names, config, bundle_dir):
         exporter.evaluate()
         text = generate_latest(exporter.registry()).decode()
     finally:
-        exporter.tail.close()
+        exporter.close()
     names = exposed_names(text)
     assert "mlpulse_drift_detected" in names and "mlpulse_exporter_lag_seconds" in names
     return names | set(METRIC_HELP)

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlpulse exporter: cannot start: {e}", file=sys.stderr)
         return 2
     server, _thread = start_http_server(config.port, addr=config.bind, registry=exporter.registry())
-    log.info("serving http://%s:%d/metrics; tailing %s; references %s", config.bind, config.port, config.events,
+    log.info("serving http://%s:%d/metrics; %s; references %s", config.bind, config.port, exporter.describe_source(),
              sorted(exporter.references))
     stopping = False
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         exporter.poll()
         exporter.save_checkpoint()
     finally:
-        exporter.tail.close()
+        exporter.close()
         server.shutdown()
     log.info("stopped; checkpoint written")
     return 0

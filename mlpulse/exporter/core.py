@@ -69,10 +69,7 @@ class Exporter:
         self.elastic = ElasticsearchSource.from_config(config) if config.source == "elasticsearch" else None
         self.load_bundles(strict=True)
         if self.elastic is not None:
-            # Nothing to tail, no ring, no checkpoint. ``tail`` is still the event source that
-            # __main__ closes at shutdown.
-            self.tail = self.elastic
-            return
+            return  # nothing to tail, no ring, no checkpoint
         self.tail = EventTail(config.events, start=config.start)
         if config.checkpoint:
             _state, extra = self.tail.load_checkpoint(config.checkpoint)
@@ -320,6 +317,15 @@ class Exporter:
         for kind, n in es.errors.items():
             errors.add_metric([kind], n)
         yield errors
+
+    def describe_source(self) -> str:
+        if self.elastic is not None:
+            return f"searching {self.config.elasticsearch_url} index {self.config.elasticsearch_index}"
+        return f"tailing {self.config.events}"
+
+    def close(self) -> None:
+        """Release the event source (open files, or the Elasticsearch transport)."""
+        (self.elastic if self.elastic is not None else self.tail).close()
 
     def registry(self) -> CollectorRegistry:
         registry = CollectorRegistry()
