@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpulse.drift import Moments
 from mlpulse.schema import FeatureSchema, OutputSpec
 
 PREDICTION = "_prediction"  # feature label of the prediction score
@@ -125,18 +126,10 @@ class Ring:
         self.counts[row] += np.bincount(positions, minlength=self.counts.shape[1])
         if not scores:
             return
-        s = np.asarray(scores, dtype=float)
-        # Chan's merge of the slice's moments with the batch's
-        n_a, n_b = self.mcount[row], float(s.size)
-        mean_b = float(s.mean())
-        m2_b = float(((s - mean_b) ** 2).sum())
-        n = n_a + n_b
-        delta = mean_b - self.mmean[row]
-        self.mmean[row] += delta * n_b / n
-        self.m2[row] += m2_b + delta * delta * n_a * n_b / n
-        self.mcount[row] = n
-        self.mmin[row] = min(self.mmin[row], float(s.min()))
-        self.mmax[row] = max(self.mmax[row], float(s.max()))
+        merged = Moments(int(self.mcount[row]), self.mmean[row], self.m2[row], self.mmin[row],
+                         self.mmax[row]).merge(Moments.from_values(scores))
+        self.mcount[row], self.mmean[row], self.m2[row] = merged.count, merged.mean, merged.m2
+        self.mmin[row], self.mmax[row] = merged.min, merged.max
 
     def window(self, now_slice: int, n_slices: int) -> tuple[np.ndarray, dict[str, float]]:
         """Summed counts and merged moments of the last ``n_slices`` slices up to ``now_slice``."""
