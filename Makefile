@@ -31,7 +31,7 @@ bundle: $(BUNDLE)/metadata.json
 # make demo                 runs until Ctrl-C
 # make demo DEMO_SECONDS=60 runs for a minute, then stops everything it started
 demo: venv bundle
-	$(PY) -m model_service.demo --bundle $(BUNDLE) --seconds $(DEMO_SECONDS)
+	$(PY) -m native_stack.demo --bundle $(BUNDLE) --seconds $(DEMO_SECONDS)
 
 test: venv system-deps
 	$(PY) -m ruff check mlpulse model_service tests bench

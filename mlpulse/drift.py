@@ -38,13 +38,62 @@ WASSERSTEIN_STD_FLOOR = 1e-3
 # mode returns); beyond it kstwo.sf takes up to seconds, so the Kolmogorov limit is used instead
 # (constant time, slightly conservative, within 1 % of kstwo there for p-values above 1e-8).
 KS_FINITE_N_MAX = 10_000
-# Effect-size thresholds for "drifted": see docs/drift-statistics.md for the calibration.
-DEFAULT_THRESHOLDS: Mapping[str, float] = MappingProxyType({"psi": 0.2, "js": 0.1, "wasserstein": 0.1})
 # Noise guard: an effect size only counts when the chi-square p-value says the window can tell
 # it from sampling noise (small windows have a large noise floor on PSI and JS).
 DEFAULT_ALPHA = 0.01
 
 Method = Literal["psi", "js", "wasserstein"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One effect size the exporter publishes: its ``statistic`` label on ``mlpulse_drift_score``
+    and the ``FeatureDrift`` field holding it."""
+
+    statistic: str
+    attribute: str
+
+
+# Every effect size, in the order the exporter publishes them.
+SCORES: tuple[Score, ...] = (
+    Score("psi", "psi"),
+    Score("js_distance", "js"),
+    Score("ks_statistic", "ks_stat"),
+    Score("wasserstein_norm", "wasserstein_norm"),
+    Score("linf", "linf"),
+)
+_SCORE = {s.attribute: s for s in SCORES}
+
+
+@dataclass(frozen=True)
+class DriftMethod:
+    """A drift decision method (the exporter's ``--method``): which effect size decides, under which
+    ``statistic`` label it is published, its default threshold (docs/drift-statistics.md says how it
+    was chosen) and the feature kinds it applies to; other kinds are decided by ``fallback``."""
+
+    name: str
+    score: Score
+    threshold: float
+    kinds: tuple[str, ...] = ("numeric", "categorical")
+    fallback: str | None = None
+
+    @property
+    def statistic(self) -> str:
+        return self.score.statistic
+
+    def for_kind(self, kind: str) -> DriftMethod:
+        """The method that decides a feature of ``kind`` (this one, or its fallback)."""
+        return self if kind in self.kinds else METHODS[self.fallback or "psi"]
+
+
+# The one place a method's name, statistic label, default threshold and kinds are written: the
+# exporter, its configuration, the dashboards and the alert rules' tests read them from here.
+METHODS: Mapping[str, DriftMethod] = MappingProxyType({m.name: m for m in (
+    DriftMethod("psi", _SCORE["psi"], 0.2),
+    DriftMethod("js", _SCORE["js"], 0.1),
+    # Wasserstein has no meaning on unordered categories: they fall back to JS, as Evidently does.
+    DriftMethod("wasserstein", _SCORE["wasserstein_norm"], 0.1, kinds=("numeric",), fallback="js"),
+)})
 
 
 def _pair(ref: ArrayLike, cur: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -404,21 +453,20 @@ def is_drifted(
 ) -> bool | None:
     """Whether a feature drifted: the effect size reaches ``threshold`` and is not sampling noise.
 
-    ``method`` picks the effect size: "psi" (default, both kinds), "js" (both kinds) or
+    ``method`` names one of ``METHODS``: "psi" (default, both kinds), "js" (both kinds) or
     "wasserstein" (numeric; a categorical feature falls back to "js", as Evidently does).
-    ``threshold`` defaults to ``DEFAULT_THRESHOLDS[method]``. With ``alpha`` set, the chi-square
+    ``threshold`` defaults to the method's own. With ``alpha`` set, the chi-square
     p-value (or ``pvalue``, e.g. one from ``adjust_pvalues``) must also be below ``alpha``: it
     never flags drift by itself, it only vetoes an effect size a small window can show by chance.
     Returns None when the window has no scores (not evaluated).
     """
     if not result.scored:
         return None
-    if method == "wasserstein" and result.kind == "categorical":
-        method = "js"
-    if method not in DEFAULT_THRESHOLDS:
-        raise ValueError(f"unknown method {method!r}, expected one of {sorted(DEFAULT_THRESHOLDS)}")
-    effect = {"psi": result.psi, "js": result.js, "wasserstein": result.wasserstein_norm}[method]
-    limit = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}, expected one of {sorted(METHODS)}")
+    chosen = METHODS[method].for_kind(result.kind)
+    effect = getattr(result, chosen.score.attribute)
+    limit = chosen.threshold if threshold is None else threshold
     if effect is None or effect < limit:
         return False
     if alpha is None:

@@ -37,6 +37,17 @@ PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RAW_INPUT_LIMIT = 8192  # bytes of a refused record kept in its event
 
+# Why a request is refused as a whole (mlpulse_request_errors_total{reason}, the problem type).
+REQUEST_ERROR_REASONS = (
+    "unsupported_media_type",
+    "malformed_json",
+    "body_too_large",
+    "invalid_body",
+    "batch_too_large",
+    "empty_batch",
+    "invalid_records",
+)
+
 
 def _env_list(name: str, default: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in os.environ.get(name, default).split(",") if x.strip())
@@ -241,6 +252,7 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
             trained_at=bundle.metadata["trained_at"],
             trained_libraries=bundle.metadata["libraries"],
             registry=http_metrics.registry,
+            request_error_reasons=REQUEST_ERROR_REASONS,
         )
         model_metrics.mark_loaded()
         events = EventLog(config.events_dir, config.events_max_bytes, config.events_backup_count)

@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from model_service.data import SCENARIOS, generate, to_records
-from model_service.prometheus_config import write_native_alertmanager_config, write_native_config
-from model_service.runner import (
+from mlpulse.prometheus.native import write_native_alertmanager_config, write_native_config
+from native_stack.processes import (
     Stack,
     exporter_env,
     free_port,
@@ -27,7 +27,7 @@ from model_service.runner import (
     start_service,
     wait_http,
 )
-from model_service.traffic import send
+from native_stack.traffic import send
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_ser
                                            MLPULSE_EXPORTER_WINDOWS=WINDOW, MLPULSE_EXPORTER_SLICE="1s",
                                            MLPULSE_EXPORTER_EVALUATE_EVERY="1s", MLPULSE_EXPORTER_POLL_EVERY="0.2s"),
                        tmp_path / "exporter.log")
-        hook_proc = stack.start("webhook", [sys.executable, "-m", "model_service.alert_webhook", "--port", str(hook),
+        hook_proc = stack.start("webhook", [sys.executable, "-m", "alert_webhook", "--port", str(hook),
                                             "--out", str(received)], tmp_path / "webhook.log")
         wait_http(f"http://127.0.0.1:{hook}/healthz", 30, hook_proc.popen)
         am_config = write_native_alertmanager_config(tmp_path / "am", f"http://127.0.0.1:{hook}/alerts",

@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from model_service.runner import Stack, free_port, wait_http
+from native_stack.processes import Stack, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 AM_DIR = ROOT / "alertmanager"

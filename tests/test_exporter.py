@@ -233,7 +233,7 @@ def test_cli_fails_at_start_with_a_message(bundle_dir, tmp_path):
 
 
 def test_container_config_file_is_valid(bundle_dir, tmp_path):
-    from model_service.runner import ROOT
+    from native_stack.processes import ROOT
 
     (tmp_path / "ev").mkdir()
     cfg = load_config(["--config", str(ROOT / "exporter" / "exporter.toml"), "--events", str(tmp_path / "ev" / "*.jsonl"),

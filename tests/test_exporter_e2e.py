@@ -8,8 +8,8 @@ import pytest
 import requests
 
 from model_service.data import SCENARIOS, generate, to_records
-from model_service.runner import Stack, exporter_env, free_port, service_env, start_exporter, start_service
-from model_service.traffic import send
+from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service
+from native_stack.traffic import send
 from tests.helpers import samples, value
 
 pytestmark = pytest.mark.integration

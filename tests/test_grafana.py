@@ -29,14 +29,14 @@ import pytest
 import requests
 import yaml
 
-from mlpulse.drift import DEFAULT_THRESHOLDS
+from mlpulse.drift import METHODS
 from mlpulse.elastic import DATA_STREAM, READER_USER
 from mlpulse.exporter.config import ExporterConfig
-from model_service import dashboards as db
-from model_service import prometheus_config as pc
+from mlpulse.grafana import dashboards as db
+from mlpulse.prometheus import native as pc
 from model_service.data import generate, to_records
-from model_service.runner import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
-from model_service.traffic import invalid_records, send
+from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
+from native_stack.traffic import invalid_records, send
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +127,7 @@ def test_committed_dashboards_are_what_the_generator_writes(tmp_path):
     assert {p.name for p in DASHBOARDS_DIR.glob("*.json")} == set(EXPECTED_UIDS)
     for path in written:
         assert (DASHBOARDS_DIR / path.name).read_bytes() == path.read_bytes(), \
-            f"grafana/dashboards/{path.name} is stale: python -m model_service.dashboards"
+            f"grafana/dashboards/{path.name} is stale: mlpulse generate grafana"
     assert db.main(["--check"]) == 0
 
 
@@ -307,7 +307,7 @@ def panel(dashboard: dict, title: str) -> dict:
 
 def test_drift_colours_follow_the_exporter_configuration(tmp_path):
     rule = db.load_drift_rule()
-    assert (rule.method, rule.statistic, rule.threshold) == ("psi", "psi", DEFAULT_THRESHOLDS["psi"])
+    assert (rule.method, rule.statistic, rule.threshold) == ("psi", "psi", METHODS["psi"].threshold)
     d = committed()["model-and-data.json"]
     steps = [s["value"] for s in panel(d, "Drift score (psi) per feature")["fieldConfig"]["defaults"]["thresholds"]["steps"]]
     assert steps == [None, rule.threshold * db.MODERATE_FRACTION, rule.threshold] == [None, 0.1, 0.2]

@@ -23,10 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import METRIC_HELP, Exporter
-from model_service import prometheus_config as pc
+from mlpulse.prometheus import native as pc
 from model_service.data import generate, to_records
-from model_service.runner import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
-from model_service.traffic import invalid_records, send
+from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
+from native_stack.traffic import invalid_records, send
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ import time
 from prometheus_client import start_http_server
 
 from mlpulse.bundle import BundleError
-from mlpulse.exporter.config import ConfigError, load_config, parse_duration
+from mlpulse.durations import parse_duration
+from mlpulse.exporter.config import ConfigError, load_config
 from mlpulse.exporter.core import Exporter
 
 log = logging.getLogger("mlpulse.exporter")

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from mlpulse import drift
+from mlpulse.durations import format_duration, parse_duration
 
 ENV_PREFIX = "MLPULSE_EXPORTER_"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 SOURCES = ("files", "elasticsearch")
 # Secrets: from the environment only, never a command-line argument (visible to every local user)
 # nor a key of the config file; each has a ``<name>_file`` option instead.
@@ -30,24 +29,6 @@ ENV_ONLY = frozenset({"elasticsearch_password"})
 
 class ConfigError(ValueError):
     """A configuration that cannot work; the message names the option and the problem."""
-
-
-def parse_duration(text: str | float) -> float:
-    """'10s', '5m', '1h', '24h', '1d' or a number of seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = _DURATION.match(str(text).strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a duration like 10s, 5m, 1h")
-    return float(m.group(1)) * _UNITS[m.group(2)]
-
-
-def format_duration(seconds: float) -> str:
-    """The label form of a window: 5m, 1h, 24h (never '86400')."""
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 @dataclass
@@ -156,8 +137,8 @@ class ExporterConfig:
         bad = [format_duration(w) for w in windows if abs(w / slice_s - round(w / slice_s)) > 1e-9]
         if bad:
             raise ConfigError(f"windows {bad} are not whole multiples of slice {self.slice}")
-        if self.method not in drift.DEFAULT_THRESHOLDS:
-            raise ConfigError(f"method must be one of {sorted(drift.DEFAULT_THRESHOLDS)}, not {self.method!r}")
+        if self.method not in drift.METHODS:
+            raise ConfigError(f"method must be one of {sorted(drift.METHODS)}, not {self.method!r}")
         if self.correction not in ("none", "bonferroni", "bh"):
             raise ConfigError(f"correction must be none, bonferroni or bh, not {self.correction!r}")
         if self.start not in ("end", "beginning"):
@@ -233,7 +214,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="python -m mlpulse.exporter",
+        prog="mlpulse exporter",
         allow_abbrev=False,  # --elasticsearch-password must not pass for --elasticsearch-password-file
         description="Drift exporter: tails prediction events, compares them with each model version's "
         "training reference over sliding windows, and serves the statistics as Prometheus metrics.",

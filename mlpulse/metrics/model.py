@@ -21,15 +21,6 @@ from mlpulse.schema import REASONS, UNKNOWN_FEATURE, FeatureSchema, OutputSpec, 
 
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-REQUEST_ERROR_REASONS = (
-    "unsupported_media_type",
-    "malformed_json",
-    "body_too_large",
-    "invalid_body",
-    "batch_too_large",
-    "empty_batch",
-    "invalid_records",
-)
 
 
 def _timestamp(iso: str) -> float:
@@ -48,7 +39,10 @@ class ModelMetrics:
         trained_at: str,
         trained_libraries: dict[str, str],
         registry: CollectorRegistry | None,
+        request_error_reasons: Sequence[str] = (),
     ):
+        """``request_error_reasons``: the reasons the service refuses a request as a whole for; their
+        series exist from the start (at 0). The service owns that list, not the library."""
         self.labels = {"model": name, "version": version}
         mv = ("model", "version")
         kw: dict[str, Any] = {"registry": registry}
@@ -105,7 +99,7 @@ class ModelMetrics:
         features = schema.names + [UNKNOWN_FEATURE]
         self._violations = {(f, r): self.violations.labels(name, version, f, r) for f in features for r in REASONS}
         self._missing = {f: self.missing.labels(name, version, f) for f in schema.names}
-        self._request_errors = {r: self.request_errors.labels(name, version, r) for r in REQUEST_ERROR_REASONS}
+        self._request_errors = {r: self.request_errors.labels(name, version, r) for r in request_error_reasons}
         self._event_errors = self.event_errors.labels(name, version)
         self._trained_at = _timestamp(trained_at)
         self._trained_libraries = trained_libraries
@@ -153,7 +147,12 @@ class ModelMetrics:
                 self._missing[feature].inc()
 
     def observe_request_error(self, reason: str) -> None:
-        self._request_errors[reason].inc()
+        """Count a refused request; a reason not declared up front gets its series now (reasons are
+        the service's own constants, never client input, so the label stays bounded)."""
+        child = self._request_errors.get(reason)
+        if child is None:
+            child = self._request_errors[reason] = self.request_errors.labels(*self.labels.values(), reason)
+        child.inc()
 
     def observe_event_error(self) -> None:
         self._event_errors.inc()

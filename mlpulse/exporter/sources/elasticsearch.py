@@ -3,8 +3,9 @@
 With ``source = elasticsearch`` the exporter tails no file. For each model version and window it
 sends one ``_search`` (``size: 0``) over the indexed prediction events (``docs/events.md``) whose
 aggregations are the reference profile's own bins, and turns the answer into exactly what
-``windows.Ring.window`` returns: the count vector in the ``Reference`` layout and the prediction's
-moments ``{count, mean, std, min, max}``. ``Exporter._window_results`` then runs unchanged.
+``windows.Ring.window`` returns (the file source's answer): the count vector in the ``Reference``
+layout and the prediction's moments ``{count, mean, std, min, max}``. ``Exporter._window_results``
+then runs unchanged.
 
 The request, per binned quantity of the reference (each input feature, ``_prediction``,
 ``_predicted_class``), in the reference's slot order ``i``:
@@ -52,9 +53,11 @@ import urllib.request
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily
 
+from mlpulse.durations import parse_duration
 from mlpulse.events import EVENT_SCORED
-from mlpulse.exporter.config import ConfigError, parse_duration
+from mlpulse.exporter.config import ConfigError
 from mlpulse.exporter.windows import PREDICTED_CLASS, PREDICTION, Reference, Slot
 
 log = logging.getLogger(__name__)
@@ -321,8 +324,11 @@ def _error_reason(e: urllib.error.HTTPError) -> str:
 class ElasticsearchSource:
     """Answers the exporter's windows with one search each; counts searches and failures."""
 
-    def __init__(self, index: str, transport: Any, timeout: float | None = None):
+    def __init__(self, index: str, transport: Any, slice_seconds: float, timeout: float | None = None,
+                 description: str = ""):
         self.index = index
+        self.slice_seconds = slice_seconds
+        self.description = description or f"searching index {index}"
         self.transport = transport  # anything with search(index, body) -> dict, raising SearchError
         self.timeout = timeout
         self.searches = 0
@@ -330,7 +336,7 @@ class ElasticsearchSource:
         self.newest_event = 0.0  # Unix seconds of the newest event any search matched
 
     @classmethod
-    def from_config(cls, config: Any) -> ElasticsearchSource:
+    def from_config(cls, config: Any, slice_seconds: float) -> ElasticsearchSource:
         timeout = parse_duration(config.elasticsearch_timeout)
         username, password = config.elasticsearch_credentials()
         if username and urllib.parse.urlsplit(config.elasticsearch_url).scheme == "http":
@@ -340,12 +346,21 @@ class ElasticsearchSource:
                                       timeout=timeout)
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"elasticsearch_ca_file {config.elasticsearch_ca_file!r}: {e}") from None
-        return cls(config.elasticsearch_index, transport, timeout=timeout)
+        return cls(config.elasticsearch_index, transport, slice_seconds, timeout=timeout,
+                   description=f"searching {config.elasticsearch_url} index {config.elasticsearch_index}")
 
-    def window(self, ref: Reference, now: float, slice_seconds: float,
-               n_slices: int) -> tuple[np.ndarray, dict[str, float]] | None:
+    def track(self, ref: Reference) -> None:
+        pass  # every window is a fresh search: nothing to keep per model version
+
+    def poll(self) -> int:
+        return 0  # Elasticsearch is searched at evaluation
+
+    def save_checkpoint(self) -> None:
+        pass  # Elasticsearch keeps the events: a restart searches them again
+
+    def window(self, ref: Reference, now: float, n_slices: int) -> tuple[np.ndarray, dict[str, float]] | None:
         """The window's (counts, moments), or None (counted in ``errors``) if the search failed."""
-        start_ms, end_ms = window_bounds(now, slice_seconds, n_slices)
+        start_ms, end_ms = window_bounds(now, self.slice_seconds, n_slices)
         self.searches += 1
         try:
             response = self.transport.search(self.index, search_body(ref, start_ms, end_ms, self.timeout))
@@ -363,6 +378,18 @@ class ElasticsearchSource:
         if newest is not None:
             self.newest_event = max(self.newest_event, newest)
         return counts, stats
+
+    def collect(self):
+        yield CounterMetricFamily("mlpulse_exporter_elasticsearch_searches", "Window searches sent to Elasticsearch",
+                                  value=self.searches)
+        errors = CounterMetricFamily("mlpulse_exporter_elasticsearch_errors", "Window searches that gave no window "
+                                     "(its series absent), by kind", labels=["kind"])
+        for kind, n in self.errors.items():
+            errors.add_metric([kind], n)
+        yield errors
+
+    def describe(self) -> str:
+        return self.description
 
     def close(self) -> None:
         self.transport.close()

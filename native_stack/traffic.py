@@ -1,6 +1,6 @@
 """Synthetic traffic for the model service, in phases that reproduce what goes wrong in production.
 
-    python -m model_service.traffic --url http://127.0.0.1:8000 --phase baseline:500 --phase drift:500
+    python -m native_stack.traffic --url http://127.0.0.1:8000 --phase baseline:500 --phase drift:500
 
 A phase is ``scenario:records``; scenarios are those of ``model_service.data.SCENARIOS`` plus
 ``invalid``, which sends records the service must refuse (wrong types, unknown fields, NaN). Traffic

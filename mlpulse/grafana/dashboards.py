@@ -1,4 +1,4 @@
-"""Grafana dashboards as code: ``python -m model_service.dashboards`` writes ``grafana/dashboards/*.json``.
+"""Grafana dashboards as code: ``mlpulse generate grafana`` writes ``grafana/dashboards/*.json``.
 
 Three dashboards, each a plain dict in Grafana's dashboard JSON model (``schemaVersion`` 39, read
 as is by Grafana 10.4 and 11 and migrated on load by 12), built by the small typed helpers below:
@@ -12,10 +12,10 @@ alerts: ``prometheus/rules/thresholds.yml`` (parsed here) and, for the drift dec
 exporter's deployed configuration ``exporter/exporter.toml`` with ``mlpulse.drift``'s defaults.
 The categorical inputs offered on the logs dashboard are the keyword fields of
 ``elasticsearch/index-template.json``. Changing any of these changes the generated JSON, so
-``--check`` (and ``tests/test_grafana.py``) fail until the dashboards are regenerated::
+``--check`` (and the contract tests) fail until the dashboards are regenerated::
 
-    python -m model_service.dashboards            # (re)write grafana/dashboards/*.json
-    python -m model_service.dashboards --check    # exit 1 if a committed file differs
+    mlpulse generate grafana            # (re)write grafana/dashboards/*.json
+    mlpulse generate --check grafana    # exit 1 if a committed file differs
 
 Why not grafana-foundation-sdk: its PyPI releases put the Grafana version in a version *epoch*
 (``1769699379!11.6.0``), so ``pip install grafana-foundation-sdk`` picks the highest epoch, whose
@@ -27,10 +27,8 @@ docs/dashboards.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,14 +37,14 @@ from typing import Any
 
 import yaml
 
-from mlpulse.drift import DEFAULT_THRESHOLDS
+from mlpulse.drift import METHODS
 from mlpulse.exporter.config import ExporterConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARDS_DIR = ROOT / "grafana" / "dashboards"
-THRESHOLDS_FILE = ROOT / "prometheus" / "rules" / "thresholds.yml"
-EXPORTER_CONFIG_FILE = ROOT / "exporter" / "exporter.toml"
-INDEX_TEMPLATE_FILE = ROOT / "elasticsearch" / "index-template.json"
+# Relative to the project's root (``mlpulse generate --root``, the current directory by default).
+DASHBOARDS_DIR = Path("grafana") / "dashboards"
+THRESHOLDS_FILE = Path("prometheus") / "rules" / "thresholds.yml"
+EXPORTER_CONFIG_FILE = Path("exporter") / "exporter.toml"
+INDEX_TEMPLATE_FILE = Path("elasticsearch") / "index-template.json"
 
 Json = dict[str, Any]
 
@@ -99,10 +97,6 @@ def load_thresholds(path: Path = THRESHOLDS_FILE) -> dict[str, float]:
     return out
 
 
-# The exporter's method and the statistic label it publishes the method's effect size under.
-METHOD_STATISTIC = {"psi": "psi", "js": "js_distance", "wasserstein": "wasserstein_norm"}
-
-
 @dataclass(frozen=True)
 class DriftRule:
     """How the deployed exporter decides "drifted": effect size ``statistic`` >= ``threshold``."""
@@ -115,18 +109,18 @@ class DriftRule:
 
 def load_drift_rule(path: Path = EXPORTER_CONFIG_FILE) -> DriftRule:
     """The decision rule of the exporter configured by ``path`` (defaults from ``ExporterConfig``
-    and ``mlpulse.drift.DEFAULT_THRESHOLDS``, as the exporter itself resolves them)."""
+    and ``mlpulse.drift.METHODS``, as the exporter itself resolves them)."""
     with open(path, "rb") as fh:
         data = tomllib.load(fh)
     defaults = ExporterConfig()
     method = str(data.get("method", defaults.method))
-    if method not in METHOD_STATISTIC:
+    if method not in METHODS:
         raise ValueError(f"{path}: unknown method {method!r}")
-    threshold = float(data.get("threshold", defaults.threshold)) or DEFAULT_THRESHOLDS[method]
+    threshold = float(data.get("threshold", defaults.threshold)) or METHODS[method].threshold
     windows = tuple(w.strip() for w in str(data.get("windows", defaults.windows)).split(",") if w.strip())
     if DEFAULT_WINDOW not in windows:
         raise ValueError(f"{path}: windows {windows} lack {DEFAULT_WINDOW}, the window the alerts and dashboards read")
-    return DriftRule(method, METHOD_STATISTIC[method], threshold, windows)
+    return DriftRule(method, METHODS[method].statistic, threshold, windows)
 
 
 def load_categorical_inputs(path: Path = INDEX_TEMPLATE_FILE) -> list[str]:
@@ -146,9 +140,10 @@ class Sources:
     categorical_inputs: Sequence[str]
 
     @classmethod
-    def load(cls, thresholds: Path = THRESHOLDS_FILE, exporter_config: Path = EXPORTER_CONFIG_FILE,
-             index_template: Path = INDEX_TEMPLATE_FILE) -> Sources:
-        return cls(load_thresholds(thresholds), load_drift_rule(exporter_config), load_categorical_inputs(index_template))
+    def load(cls, root: Path = Path(".")) -> Sources:
+        """The sources of truth of the project at ``root``."""
+        return cls(load_thresholds(root / THRESHOLDS_FILE), load_drift_rule(root / EXPORTER_CONFIG_FILE),
+                   load_categorical_inputs(root / INDEX_TEMPLATE_FILE))
 
     def t(self, name: str) -> float:
         """A threshold by name; a name thresholds.yml does not define is an error."""
@@ -971,50 +966,6 @@ def render(dashboard_json: Json) -> str:
     return json.dumps(dashboard_json, indent=2, ensure_ascii=False) + "\n"
 
 
-def write(directory: Path = DASHBOARDS_DIR, src: Sources | None = None) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, d in build_dashboards(src).items():
-        path = directory / name
-        path.write_text(render(d), encoding="utf-8")
-        paths.append(path)
-    return paths
-
-
-def check(directory: Path = DASHBOARDS_DIR, src: Sources | None = None) -> list[str]:
-    """Problems of the committed files: missing, different, or not generated (stale)."""
-    problems = []
-    built = build_dashboards(src)
-    for name, d in built.items():
-        path = directory / name
-        if not path.is_file():
-            problems.append(f"{path} is missing")
-        elif path.read_text(encoding="utf-8") != render(d):
-            problems.append(f"{path} differs from what the generator writes")
-    for path in sorted(directory.glob("*.json")):
-        if path.name not in built:
-            problems.append(f"{path} is not generated by model_service.dashboards (remove it)")
-    return problems
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Write the Grafana dashboards (grafana/dashboards/*.json).")
-    ap.add_argument("--out", type=Path, default=DASHBOARDS_DIR, help="directory of the dashboard files")
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files differ")
-    args = ap.parse_args(argv)
-    if args.check:
-        problems = check(args.out)
-        for p in problems:
-            print(p, file=sys.stderr)
-        if problems:
-            print("regenerate with: python -m model_service.dashboards", file=sys.stderr)
-            return 1
-        print(f"{len(BUILDERS)} dashboards up to date in {args.out}")
-        return 0
-    for path in write(args.out):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def render_files(root: Path = Path(".")) -> dict[str, str]:
+    """Path (relative to ``root``) -> content of every dashboard, built from ``root``'s sources."""
+    return {str(DASHBOARDS_DIR / name): render(d) for name, d in build_dashboards(Sources.load(root)).items()}

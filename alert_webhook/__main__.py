@@ -3,7 +3,7 @@ prints one line per alert. The default receiver of ``alertmanager/alertmanager.y
 in docker compose, the demo shows what it received, and the alerting integration test reads its
 file: a real receiver, not a mock.
 
-    python -m model_service.alert_webhook --bind 127.0.0.1 --port 5001 --out var/alerts.jsonl
+    python -m alert_webhook --bind 127.0.0.1 --port 5001 --out var/alerts.jsonl
 """
 
 from __future__ import annotations

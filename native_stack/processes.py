@@ -130,7 +130,7 @@ def exporter_env(events: Path, bundles: Path, port: int, checkpoint: Path | None
 
 def start_exporter(stack: Stack, env: dict[str, str], log: Path, timeout: float = 30.0) -> Process:
     """The drift exporter; returns once its /metrics answers."""
-    proc = stack.start("drift-exporter", [sys.executable, "-m", "mlpulse.exporter"], log, env)
+    proc = stack.start("drift-exporter", [sys.executable, "-m", "mlpulse", "exporter"], log, env)
     try:
         wait_http(f"http://127.0.0.1:{env['MLPULSE_EXPORTER_PORT']}/metrics", timeout, proc.popen)
     except Exception as e:

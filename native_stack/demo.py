@@ -17,7 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlpulse.bundle import read_metadata
-from model_service.runner import (
+from native_stack.processes import (
     ROOT,
     Stack,
     exporter_env,
@@ -26,7 +26,7 @@ from model_service.runner import (
     start_exporter,
     start_service,
 )
-from model_service.traffic import INVALID, Phase, phase_records, send
+from native_stack.traffic import INVALID, Phase, phase_records, send
 
 PHASES = (Phase("baseline", 1000), Phase("drift", 1000), Phase("missing", 1000), Phase(INVALID, 40))
 # A short window next to the usual ones, so each phase can be shown on its own.

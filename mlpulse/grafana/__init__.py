@@ -1,0 +1,2 @@
+"""Grafana: the dashboards generated from the project's sources of truth (``dashboards``);
+``mlpulse generate grafana`` writes them."""
