@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
 DEMO_SECONDS ?= 0
 
-.PHONY: venv bundle demo test lint bench bench-drift clean system-deps
+.PHONY: venv bundle demo test lint generate bench bench-drift clean system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,15 @@ bundle: $(BUNDLE)/metadata.json
 demo: venv bundle
 	$(PY) -m native_stack.demo --bundle $(BUNDLE) --seconds $(DEMO_SECONDS)
 
-test: venv system-deps
-	$(PY) -m ruff check mlpulse model_service tests bench
+lint: venv
+	$(PY) -m ruff check mlpulse model_service native_stack alert_webhook tests bench
+
+test: lint system-deps
 	$(PY) -m pytest
+
+# Every generated file (dashboards, ELK artefacts) from its sources; the tests fail while one is stale.
+generate: venv bundle
+	$(VENV)/bin/mlpulse generate --bundle $(BUNDLE)
 
 bench: venv bundle
 	$(PY) -m bench.instrumentation

@@ -50,7 +50,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from bench.machine import machine
 from mlpulse import drift
 from mlpulse.bundle import save_bundle
 from mlpulse.exporter.config import ExporterConfig
@@ -268,12 +268,11 @@ def bin_sample(ref: Reference, sample: Sample) -> tuple[np.ndarray, drift.Moment
 
 def fill_bulk(exporter: Exporter, rows: int, vec: np.ndarray, moments: drift.Moments, seed: int) -> None:
     """Spread ``rows`` rows over every slice of the largest window: per slice and per slot, counts
-    drawn from the slot's proportions in ``vec`` (bins and missing), written with Ring.restore."""
+    drawn from the slot's proportions in ``vec`` (bins and missing), put with Ring.put."""
     key = key_of(exporter)
-    ref, ring = exporter.references[key], exporter.rings[key]
+    ref, ring = exporter.references[key], exporter.source.rings[key]
     n_window = int(round(max(exporter.windows) / exporter.slice_seconds))
     now_slice = ring.slice_of(NOW)
-    slice_ids = np.arange(now_slice - n_window + 1, now_slice + 1)
     per_slice = np.full(n_window, rows // n_window, dtype=np.int64)
     per_slice[: rows % n_window] += 1
     rng = np.random.default_rng(seed)
@@ -282,38 +281,21 @@ def fill_bulk(exporter: Exporter, rows: int, vec: np.ndarray, moments: drift.Mom
         cols = list(range(slot.offset, slot.offset + slot.nbins)) + [slot.missing]
         p = vec[cols].astype(float)
         counts[:, cols] = rng.multinomial(per_slice, p / p.sum())
-    state = {k: v.copy() for k, v in ring.state().items()}
-    rows_idx = slice_ids % ring.n
-    state["ids"][rows_idx] = slice_ids
-    state["counts"][rows_idx] = counts
-    state["mcount"][rows_idx] = per_slice
-    state["mmean"][rows_idx] = moments.mean
-    state["m2"][rows_idx] = (moments.variance or 0.0) * per_slice
-    state["mmin"][rows_idx] = moments.min
-    state["mmax"][rows_idx] = moments.max
-    ring.restore(state)
+    variance = moments.variance or 0.0
+    for i, slice_id in enumerate(range(now_slice - n_window + 1, now_slice + 1)):
+        n = int(per_slice[i])
+        ring.put(slice_id, counts[i], drift.Moments(n, moments.mean, variance * n, moments.min, moments.max))
 
 
 def load_counts(exporter: Exporter, vec: np.ndarray, moments: drift.Moments) -> None:
     """Put one whole sample's counts in the newest slice of an otherwise empty ring."""
-    ring = exporter.rings[key_of(exporter)]
-    now_slice = ring.slice_of(NOW)
-    row = now_slice % ring.n
-    state = {
-        "ids": np.full(ring.n, -1, dtype=np.int64),
-        "counts": np.zeros_like(ring.counts),
-        "mcount": np.zeros(ring.n), "mmean": np.zeros(ring.n), "m2": np.zeros(ring.n),
-        "mmin": np.full(ring.n, np.inf), "mmax": np.full(ring.n, -np.inf),
-    }
-    state["ids"][row] = now_slice
-    state["counts"][row] = vec
-    state["mcount"][row], state["mmean"][row], state["m2"][row] = moments.count, moments.mean, moments.m2
-    state["mmin"][row], state["mmax"][row] = moments.min, moments.max
-    ring.restore(state)
+    ring = exporter.source.rings[key_of(exporter)]
+    ring.clear()
+    ring.put(ring.slice_of(NOW), vec, moments)
 
 
 def window_counts(exporter: Exporter, window_seconds: float) -> np.ndarray:
-    ring = exporter.rings[key_of(exporter)]
+    ring = exporter.source.rings[key_of(exporter)]
     counts, _ = ring.window(ring.slice_of(NOW), int(round(window_seconds / exporter.slice_seconds)))
     return counts
 
@@ -336,7 +318,7 @@ def results_by_feature(exporter: Exporter, window: str) -> dict[str, dict[str, f
 
 def window_rows(exporter: Exporter) -> int:
     """Predictions in the largest window, as the exporter reports them."""
-    from mlpulse.exporter.config import format_duration
+    from mlpulse.durations import format_duration
 
     largest = format_duration(max(exporter.windows))
     for metric, labels, value in exporter.results:
@@ -405,23 +387,6 @@ class EvidentlyRun:
 # -- the run ----------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    def version(p: str) -> str:
-        try:
-            return importlib_metadata.version(p)
-        except importlib_metadata.PackageNotFoundError:
-            return "absent"
-
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "libraries": {p: version(p) for p in ("numpy", "scipy", "pandas", "orjson", "evidently")},
-    }
-
-
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
@@ -433,14 +398,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     eval_reps = 5 if quick else 15
     cmp_rounds = 1 if quick else 3
     cmp_reps = 5 if quick else 10
-    result: dict[str, Any] = {"machine": machine(), "quick": quick, "rows": n_rows,
+    result: dict[str, Any] = {"machine": machine(("numpy", "scipy", "pandas", "orjson", "evidently")), "quick": quick, "rows": n_rows,
                               "features": {"numeric": len(NUMERIC), "categorical": len(CATEGORICAL)}}
     ev, ev_skip = load_evidently()
     result["evidently"] = {"version": ev.version if ev else None, "skipped": ev_skip}
 
     print(f"mlpulse drift bench ({'quick' if quick else 'full'}): {result['machine']['date']}, "
           f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
-          + ", ".join(f"{k} {v}" for k, v in result["machine"]["libraries"].items()))
+          + ", ".join(f"{k} {v}" for k, v in result["machine"]["packages"].items()))
     print(f"data: {len(WIDE_SCHEMA.names)} features ({len(NUMERIC)} numeric, {len(CATEGORICAL)} categorical), "
           f"reference {n_rows:,} rows, current {n_rows:,} rows")
     t0 = time.perf_counter()
@@ -471,7 +436,7 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
     times: dict[str, list[float]] = {"ingest": [], "tail": [], "tail+ingest": []}
     for _ in range(rounds):
         exp = bench.exporter(ONE_WINDOW)
-        times["ingest"].append(timed(lambda exp=exp: [exp.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)]))
+        times["ingest"].append(timed(lambda exp=exp: [exp.source.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)]))
         assert exp.health.events["scored"] == n, exp.health.events
 
         def tail_only() -> None:
@@ -514,7 +479,7 @@ def measure_evaluation(bench: Bench, cur: Sample, cur_inputs: list[dict], reps: 
             if size <= len(cur_inputs):
                 evs = make_events(cur_inputs, cur.score, cur.cls, spread(size, max(exp.windows)))
                 for i in range(0, size, 10_000):
-                    exp.ingest(evs[i:i + 10_000])
+                    exp.source.ingest(evs[i:i + 10_000])
                 fill[size] = "events"
             else:
                 if vec is None:
@@ -557,7 +522,7 @@ def compare(bench: Bench, ref: Sample, cur: Sample, events: list[dict], ev: Any,
     # mlpulse, evaluate only: a 1h window holding the current sample, ingested as events.
     exp = bench.exporter(ONE_WINDOW)
     for i in range(0, n, 10_000):
-        exp.ingest(events[i:i + 10_000])
+        exp.source.ingest(events[i:i + 10_000])
     reference = exp.references[key_of(exp)]
     ingested = window_counts(exp, 3600.0)
     # The same sample binned column by column must give exactly the same counts.
@@ -597,7 +562,7 @@ def compare(bench: Bench, ref: Sample, cur: Sample, events: list[dict], ev: Any,
         e = [timed(lambda: exp.evaluate(NOW)) for _ in range(reps)]
         b = [timed(bin_and_evaluate) for _ in range(reps)]
         fresh = bench.exporter(ONE_WINDOW)
-        t_ing.append(timed(lambda fresh=fresh: ([fresh.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)],
+        t_ing.append(timed(lambda fresh=fresh: ([fresh.source.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)],
                                                 fresh.evaluate(NOW))))
         t_eval += e
         t_bin += b
@@ -665,13 +630,13 @@ def verdict_table(psi_res: dict[str, dict[str, float]], w_res: dict[str, dict[st
     for spec in WIDE_SCHEMA.features:
         name = spec.name
         r, w, e = psi_res.get(name, {}), w_res.get(name, {}), ev.get(name, {})
-        stat = "wasserstein_norm" if spec.kind == "numeric" else "js_distance"
+        stat = drift.METHODS["wasserstein"].for_kind(spec.kind).statistic
         row = {
             "column": name, "kind": spec.kind, "shift": COLUMN_SHIFT[name],
             "evidently_method": e.get("method"), "evidently_threshold": e.get("threshold"),
             "evidently_score": e.get("score"), "evidently_drifted": e.get("drifted"),
-            "mlpulse_psi": r.get("psi"), "mlpulse_js": r.get("js_distance"),
-            "mlpulse_wasserstein_norm": r.get("wasserstein_norm"), "mlpulse_p_adj": r.get("p_adj"),
+            "mlpulse_psi": r.get(drift.METHODS["psi"].statistic), "mlpulse_js": r.get(drift.METHODS["js"].statistic),
+            "mlpulse_wasserstein_norm": r.get(drift.METHODS["wasserstein"].statistic), "mlpulse_p_adj": r.get("p_adj"),
             "mlpulse_drifted": bool(r["drifted"]) if "drifted" in r else None,
             "mlpulse_w_statistic": stat, "mlpulse_w_score": w.get(stat),
             "mlpulse_w_drifted": bool(w["drifted"]) if "drifted" in w else None,

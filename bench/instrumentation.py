@@ -43,7 +43,6 @@ import io
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -55,6 +54,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from bench.machine import machine
 
 MP_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RECORDS = 2000  # distinct records cycled through by every variant
@@ -436,31 +437,6 @@ def prepare(workdir: Path, bundle: str) -> None:
     (workdir / "records.json").write_text(json.dumps(records))
 
 
-def machine() -> dict[str, Any]:
-    import importlib.metadata as md
-
-    def version(p: str) -> str:
-        try:
-            return md.version(p)
-        except md.PackageNotFoundError:
-            return "absent"
-
-    try:
-        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": load,
-        "packages": {p: version(p) for p in ("flask", "werkzeug", "prometheus-client", "prometheus-flask-exporter",
-                                             "python-json-logger", "orjson", "scikit-learn")},
-    }
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     titles = {
@@ -471,7 +447,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scenarios = list(titles)
     factor = {s: HEALTHZ_FACTOR if s == "healthz" else 1 for s in scenarios}
     n_requests = {s: args.requests * factor[s] for s in scenarios}
-    meta = machine()
+    meta = machine(("flask", "werkzeug", "prometheus-client", "prometheus-flask-exporter", "python-json-logger",
+                    "orjson", "scikit-learn"))
     meta["args"] = {k: v for k, v in vars(args).items() if k not in ("json", "worker", "profile")}
     print(f"mlpulse instrumentation benchmark, {meta['date']}, Python {meta['python']}, {meta['cpus']} CPUs, "
           f"load average at start {meta['loadavg_at_start']}")

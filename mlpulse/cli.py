@@ -61,7 +61,10 @@ def _generate(argv: list[str]) -> int:
         return 2
     for rel in report.written:
         print(f"wrote {rel}")
-    if report.stale:
+    if report.stale and not args.check:  # only files no generator writes are left: say so, never delete
+        for problem in report.stale:
+            print(f"warning: {problem}", file=sys.stderr)
+    elif report.stale:
         for problem in report.stale:
             print(f"out of date: {problem}", file=sys.stderr)
         print("regenerate with: mlpulse generate --bundle DIR (make generate)", file=sys.stderr)

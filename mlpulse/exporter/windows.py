@@ -131,6 +131,18 @@ class Ring:
         self.mcount[row], self.mmean[row], self.m2[row] = merged.count, merged.mean, merged.m2
         self.mmin[row], self.mmax[row] = merged.min, merged.max
 
+    def put(self, slice_id: int, counts: np.ndarray, moments: Moments) -> None:
+        """Set one slice's counts and prediction moments, replacing what it held (for loading
+        counts made elsewhere, such as a benchmark's synthetic windows)."""
+        row = self._row(slice_id)
+        self.counts[row] = counts
+        self.mcount[row], self.mmean[row], self.m2[row] = moments.count, moments.mean, moments.m2
+        self.mmin[row], self.mmax[row] = moments.min, moments.max
+
+    def clear(self) -> None:
+        """Forget every slice."""
+        self.ids[:] = -1
+
     def window(self, now_slice: int, n_slices: int) -> tuple[np.ndarray, dict[str, float]]:
         """Summed counts and merged moments of the last ``n_slices`` slices up to ``now_slice``."""
         mask = (self.ids > now_slice - n_slices) & (self.ids <= now_slice)
