@@ -7,11 +7,12 @@ the setup job.
   dashboard) as NDJSON for the saved objects import API;
 - ``mlpulse.elastic.setup``: the idempotent setup job (users, roles, ILM, template, data stream,
   Kibana objects) as a pure request plan and an executor;
-- ``python -m mlpulse.elastic``: ``generate`` (write the committed artefacts), ``plan``, ``setup``.
+- ``mlpulse generate elastic`` writes the committed artefacts; ``mlpulse elastic-setup`` applies them
+  (``--plan`` prints the requests).
 
 ``docs/elk.md`` describes the whole flow. The names below are the contract between the Logstash
 pipeline, the committed JSON files, the setup job and the readers (Kibana, Grafana, the exporter):
-change one only together with every file that repeats it (``tests/test_elastic_contract.py`` checks
+change one only together with every file that repeats it (``tests/contract/test_elastic_contract.py`` checks
 that they agree).
 """
 
@@ -45,7 +46,7 @@ KIBANA_SYSTEM_USER = "kibana_system"  # built-in: the setup job only sets its pa
 # Where the model service's event files appear in the Logstash and exporter containers.
 EVENTS_PATH = "/data/events/*.jsonl"
 
-# Committed artefacts, relative to the repository root (python -m mlpulse.elastic generate).
+# Committed artefacts, relative to the repository root (mlpulse generate elastic).
 INDEX_TEMPLATE_FILE = "elasticsearch/index-template.json"
 ILM_POLICY_FILE = "elasticsearch/ilm-policy.json"
 ES_ROLES_DIR = "elasticsearch/roles"

@@ -156,7 +156,7 @@ def build_index_template(models: Sequence[ModelSchema], *, data_stream: str = DA
         "data_stream": {},
         "priority": INDEX_TEMPLATE_PRIORITY,
         "version": TEMPLATE_VERSION,
-        "_meta": {"description": "mlpulse prediction events", "generated_by": "python -m mlpulse.elastic generate"},
+        "_meta": {"description": "mlpulse prediction events", "generated_by": "mlpulse generate elastic"},
         "template": {
             "settings": {
                 "index.lifecycle.name": ilm_policy,
@@ -177,7 +177,7 @@ def build_ilm_policy(*, max_age: str = "1d", max_primary_shard_size: str = "10gb
     return {
         "policy": {
             "_meta": {"description": "mlpulse prediction events: daily rollover, deleted after 30 days",
-                      "generated_by": "python -m mlpulse.elastic generate"},
+                      "generated_by": "mlpulse generate elastic"},
             "phases": {
                 "hot": {"min_age": "0ms", "actions": {
                     "rollover": {"max_age": max_age, "max_primary_shard_size": max_primary_shard_size},

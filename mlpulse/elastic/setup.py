@@ -3,7 +3,7 @@
 Two halves, so the requests can be checked without a server:
 
 - ``build_plan(artifacts, passwords)`` is pure: it returns the list of steps (readiness waits and
-  HTTP requests, in order) that the job performs. ``tests/test_elastic_contract.py`` compares it
+  HTTP requests, in order) that the job performs. ``tests/contract/test_elastic_contract.py`` compares it
   with the Elasticsearch and Kibana API references.
 - ``Executor.run(plan)`` sends them: Elasticsearch through elasticsearch-py, Kibana through
   requests. It waits for each service with a bounded timeout, retries what a restarting server
@@ -101,7 +101,7 @@ def passwords_from_env(environ: Mapping[str, str]) -> Passwords:
 
 @dataclass(frozen=True)
 class Artifacts:
-    """What the job installs: the generated files of ``python -m mlpulse.elastic generate``."""
+    """What the job installs: the generated files of ``mlpulse generate elastic``."""
 
     index_template: dict[str, Any]
     ilm_policy: dict[str, Any]
@@ -119,7 +119,7 @@ class Artifacts:
             try:
                 return json.loads(path.read_text())
             except FileNotFoundError:
-                raise SetupError(f"{path} is missing: run `python -m mlpulse.elastic generate`") from None
+                raise SetupError(f"{path} is missing: run `mlpulse generate elastic`") from None
             except json.JSONDecodeError as e:
                 raise SetupError(f"{path} is not valid JSON: {e}") from None
 
@@ -128,7 +128,7 @@ class Artifacts:
 
         objects = root / SAVED_OBJECTS_FILE
         if not objects.is_file():
-            raise SetupError(f"{objects} is missing: run `python -m mlpulse.elastic generate`")
+            raise SetupError(f"{objects} is missing: run `mlpulse generate elastic`")
         artifacts = cls(index_template=load(INDEX_TEMPLATE_FILE), ilm_policy=load(ILM_POLICY_FILE),
                         es_roles=roles(ES_ROLES_DIR), kibana_roles=roles(KIBANA_ROLES_DIR),
                         saved_objects=objects.read_text())
@@ -158,7 +158,7 @@ class Artifacts:
 
 def render_files(models: Sequence[Any]) -> dict[str, str]:
     """Path (relative to the repository root) -> content of every generated file, for the given
-    ``mapping.ModelSchema`` list. ``python -m mlpulse.elastic generate`` writes them; a test checks
+    ``mapping.ModelSchema`` list. ``mlpulse generate elastic`` writes them; a test checks
     that regenerating gives the committed bytes."""
     from mlpulse.elastic.kibana import build_kibana_roles, build_saved_objects, to_ndjson
     from mlpulse.elastic.mapping import build_es_roles, build_ilm_policy, build_index_template, dumps

@@ -1,4 +1,4 @@
-"""``python -m mlpulse.exporter``: run the drift exporter (``--help`` lists every option)."""
+"""``mlpulse exporter`` (or ``python -m mlpulse.exporter``): run the drift exporter (``--help`` lists every option)."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ PROM: Json = {"type": "prometheus", "uid": "${datasource}"}
 ES: Json = {"type": "elasticsearch", "uid": "${logs}"}
 GRAFANA_BUILTIN: Json = {"type": "grafana", "uid": "-- Grafana --"}
 
-RATE = "$__rate_interval"  # every rate() and increase() window (tests/test_grafana.py checks it)
+RATE = "$__rate_interval"  # every rate() and increase() window (tests/contract/test_grafana.py checks it)
 # The drift window shown by default: the one the drift and data alerts read (alerts.yml).
 DEFAULT_WINDOW = "1h"
 # Model-level series carry model and version; HTTP and process series carry the instance, which
