@@ -119,12 +119,15 @@ def build_profile(
     predicted_class: Sequence[str] | None = None,
     classes: Sequence[str] = (),
     bins: int = DEFAULT_BINS,
+    class_probabilities: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Build the reference profile from training (or holdout) data and the model's outputs.
 
     ``columns`` maps each feature name to its raw values (a list, or anything list() accepts, such
     as a pandas Series). ``prediction`` is the model's score (positive-class probability for a
     classifier, the value for a regressor); ``predicted_class`` the predicted labels, if any.
+    ``class_probabilities`` (a multiclass model's probabilities of every class, pooled) gives the
+    buckets of the service's per-class probability histogram; it plays no part in drift.
     """
     features = {}
     n_rows = None
@@ -147,6 +150,10 @@ def build_profile(
     }
     if predicted_class is not None:
         profile["predicted_class"] = _categorical_entry([str(c) for c in predicted_class], classes, 0)
+    if class_probabilities is not None:
+        pooled = np.asarray(class_probabilities, dtype=float).ravel()
+        pooled = pooled[np.isfinite(pooled)]
+        profile["class_probability"] = _numeric_entry(pooled, 0, bins)
     return profile
 
 
