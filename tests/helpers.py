@@ -1,4 +1,4 @@
-"""Small helpers shared by tests: reading event files and parsing Prometheus text."""
+"""Small helpers shared by tests: the project's paths, reading event files, parsing Prometheus text."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+# The repository's root and the recorded fixtures, wherever a test file sits under tests/.
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def read_events(directory: Path) -> list[dict]:

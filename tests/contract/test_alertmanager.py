@@ -15,8 +15,8 @@ import requests
 import yaml
 
 from native_stack.processes import Stack, free_port, wait_http
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 AM_DIR = ROOT / "alertmanager"
 CONFIG = AM_DIR / "alertmanager.yml"
 CASES = yaml.safe_load((AM_DIR / "tests" / "routes.yml").read_text())["cases"]

@@ -1,13 +1,13 @@
 """docker-compose.yml held together with the configuration files it mounts. Docker cannot run
-here, so these checks read the files; the ELK stack test (tests/test_elastic_contract.py) runs the
-stack where a Docker engine exists."""
+here, so these checks read the files; the stack test (tests/stack/test_stack.py) runs the stack
+where a Docker engine exists."""
 
 import re
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|_KEY\b|ENCRYPTION")

@@ -1,16 +1,17 @@
 """The exporter's Elasticsearch source, against a stand-in for Elasticsearch.
 
-Elasticsearch cannot run here. ``stand_in_elasticsearch_search`` is NOT Elasticsearch: it is this
-test's plain-Python evaluation of a search request body over raw events, written from the
-Elasticsearch reference for the queries and aggregations the exporter sends (term, terms, range,
-exists, bool; range, missing, filters, extended_stats, max). It refuses anything else, and it is
-itself checked against the reference's own examples (``tests/fixtures/elastic_source``, see its
-README). Indexing follows the mapping the exporter documents as required: numbers with
-``coerce: false`` and ``ignore_malformed: true`` (a string or a boolean in a numeric field is not
-indexed, so it is missing), categories as ``keyword``, ``@timestamp`` as ``date`` (milliseconds).
+Elasticsearch cannot run here. ``stand_in_elasticsearch_search`` (``tests/standins/elasticsearch.py``)
+is NOT Elasticsearch: it is a plain-Python evaluation of a search request body over raw events,
+written from the Elasticsearch reference for the queries and aggregations the exporter sends
+(term, terms, range, exists, bool; range, missing, filters, extended_stats, max). It refuses
+anything else, and it is itself checked here against the reference's own examples
+(``tests/fixtures/elastic_source``, see its README). Indexing follows the mapping the exporter
+documents as required: numbers with ``coerce: false`` and ``ignore_malformed: true`` (a string or
+a boolean in a numeric field is not indexed, so it is missing), categories as ``keyword``,
+``@timestamp`` as ``date`` (milliseconds).
 
-The stand-in answers over HTTP on 127.0.0.1, so the exporter's real transport, JSON encoding of
-the edges and error handling are exercised.
+The stand-in answers over HTTP on 127.0.0.1 (``ElasticsearchSearchStandIn``), so the exporter's
+real transport, JSON encoding of the edges and error handling are exercised.
 """
 
 from __future__ import annotations
@@ -20,19 +21,14 @@ import copy
 import datetime as dt
 import json
 import math
-import re
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,7 +37,7 @@ from prometheus_client import generate_latest
 from mlpulse.bundle import load_bundle, load_reference
 from mlpulse.exporter.config import ConfigError, ExporterConfig, load_config
 from mlpulse.exporter.core import Exporter
-from mlpulse.exporter.elastic_source import (
+from mlpulse.exporter.sources.elasticsearch import (
     ERROR_KINDS,
     ElasticsearchSource,
     SearchError,
@@ -57,382 +53,14 @@ from mlpulse.exporter.elastic_source import (
 from mlpulse.exporter.windows import PREDICTED_CLASS, PREDICTION, Reference, Slot
 from model_service.data import SCHEMA, frame_for_model, generate, to_records
 from model_service.train import TRUSTED_TYPES
-from tests.helpers import samples, value
+from tests.helpers import FIXTURES, samples, value
+from tests.standins.elasticsearch import ElasticsearchSearchStandIn, mapping_for_schema, stand_in_elasticsearch_search
 
 NOW = 1_800_000_000.0  # a fixed clock, slice-aligned like any whole number of 10 s
 KEY = ("credit-default", "1.0.0")
 ML = {"model": KEY[0], "version": KEY[1]}
 INDEX = "logs-mlpulse.predictions-default"
-FIXTURES = Path(__file__).parent / "fixtures" / "elastic_source"
-
-
-# == the stand-in ================================================================================
-
-
-class StandInError(Exception):
-    """A request the stand-in refuses, as Elasticsearch answers a malformed request (HTTP 400)."""
-
-
-def mapping_for_schema(schema=SCHEMA) -> dict[str, str]:
-    """Field types of the prediction events, as the documented index template maps them."""
-    mapping = {"@timestamp": "date", "event": "keyword", "model.name": "keyword", "model.version": "keyword",
-               "prediction.value": "double", "prediction.class": "keyword"}
-    for spec in schema.features:
-        if spec.kind == "categorical":
-            mapping[f"inputs.{spec.name}"] = "keyword"
-        else:
-            mapping[f"inputs.{spec.name}"] = "long" if spec.dtype == "int" else "double"
-    return mapping
-
-
-def _source_values(doc, path):
-    """The leaf values at a dotted path of a JSON document; arrays give one value each."""
-    current = [doc]
-    for part in path.split("."):
-        nxt = []
-        for c in current:
-            if isinstance(c, dict) and part in c:
-                v = c[part]
-                nxt.extend(v if isinstance(v, list) else [v])
-        current = nxt
-    return current
-
-
-def _indexed(value, kind):
-    """What a field of type ``kind`` indexes for one source value: a list of 0 or more terms."""
-    if value is None:
-        return []
-    if kind in ("double+coerce", "long+coerce"):  # Elasticsearch's default: numeric strings parsed,
-        if isinstance(value, str):                # fractions of a long truncated
-            try:
-                value = float(value)
-            except ValueError:
-                return []
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return []
-        return [float(math.trunc(value))] if kind == "long+coerce" else [float(value)]
-    if kind in ("double", "long"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return []  # coerce: false + ignore_malformed: true -> not indexed, so missing
-        if kind == "long" and isinstance(value, float):
-            raise StandInError("a float in a long field: not modelled by the stand-in")
-        return [float(value)] if math.isfinite(value) else []
-    if kind == "keyword":
-        if isinstance(value, (dict, list)):
-            raise StandInError("an object in a keyword field")
-        return [value if isinstance(value, str) else json.dumps(value)]
-    if kind == "text":
-        return re.findall(r"\w+", str(value).lower())  # simplified analyzer: lower-cased words
-    if kind == "date":
-        stamp = dt.datetime.fromisoformat(value)
-        # date fields keep milliseconds: truncated, computed exactly in integers
-        return [(stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)]
-    raise StandInError(f"field type {kind} not modelled")
-
-
-class _Docs:
-    """Indexed values of the documents, per field, computed once."""
-
-    def __init__(self, docs, mapping):
-        self.docs, self.mapping, self._cache = docs, mapping, {}
-
-    def values(self, field):
-        if field not in self._cache:
-            kind = self.mapping.get(field)
-            if kind is None:  # an unmapped field has no values anywhere
-                self._cache[field] = [[] for _ in self.docs]
-            else:
-                self._cache[field] = [[t for v in _source_values(d, field) for t in _indexed(v, kind)]
-                                      for d in self.docs]
-        return self._cache[field]
-
-    def subset(self, keep):
-        return _Docs([d for d, k in zip(self.docs, keep) if k], self.mapping)
-
-
-def _only(spec, allowed, what):
-    if not isinstance(spec, dict):
-        raise StandInError(f"[{what}] expects an object")
-    unknown = set(spec) - set(allowed)
-    if unknown:
-        raise StandInError(f"[{what}] unknown field {sorted(unknown)}")
-
-
-def _one(spec, what):
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise StandInError(f"[{what}] expects exactly one key")
-    return next(iter(spec.items()))
-
-
-def _term_value(value, kind):
-    if kind in ("double", "long"):
-        return float(value)
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _query(query, docs: _Docs) -> list[bool]:
-    """Which documents match ``query`` (filter context: no scoring)."""
-    kind, spec = _one(query, "query")
-    n = len(docs.docs)
-    if kind == "match_all":
-        return [True] * n
-    if kind == "bool":
-        _only(spec, {"filter", "must", "must_not"}, "bool")
-        keep = [True] * n
-        for clause in ("filter", "must"):
-            for q in _as_list(spec.get(clause, [])):
-                keep = [a and b for a, b in zip(keep, _query(q, docs))]
-        for q in _as_list(spec.get("must_not", [])):
-            keep = [a and not b for a, b in zip(keep, _query(q, docs))]
-        return keep
-    if kind == "exists":
-        _only(spec, {"field"}, "exists")
-        return [bool(v) for v in docs.values(spec["field"])]
-    if kind in ("term", "terms", "range", "match"):
-        field, arg = _one(spec, kind)
-        ftype = docs.mapping.get(field, "keyword")
-        values = docs.values(field)
-        if kind == "term":
-            if isinstance(arg, dict):
-                _only(arg, {"value"}, "term")
-                arg = arg["value"]
-            want = _term_value(arg, ftype)
-            return [want in v for v in values]
-        if kind == "terms":
-            wanted = {_term_value(a, ftype) for a in arg}
-            return [any(x in wanted for x in v) for v in values]
-        if kind == "match":
-            tokens = set(re.findall(r"\w+", str(arg).lower()))
-            return [bool(tokens & set(v)) for v in values]
-        _only(arg, {"gte", "gt", "lte", "lt", "format"}, "range")
-        if ftype == "date" and arg.get("format") != "epoch_millis":
-            raise StandInError("date range: only format epoch_millis is modelled")
-        bounds = {k: float(arg[k]) for k in ("gte", "gt", "lte", "lt") if k in arg}
-
-        def inside(x):
-            return (x >= bounds.get("gte", -math.inf) and x > bounds.get("gt", -math.inf)
-                    and x <= bounds.get("lte", math.inf) and x < bounds.get("lt", math.inf))
-
-        return [any(inside(x) for x in v) for v in values]
-    raise StandInError(f"unknown query [{kind}]")
-
-
-def _as_list(x):
-    return x if isinstance(x, list) else [x]
-
-
-def _key_number(x):
-    return "*" if x is None else repr(float(x))
-
-
-def _agg_range(p, docs):
-    _only(p, {"field", "ranges", "keyed"}, "range")
-    values = docs.values(p["field"])
-    doc_of = np.array([i for i, v in enumerate(values) for _ in v], dtype=np.int64)
-    xs = np.array([x for v in values for x in v], dtype=float)
-    buckets = []
-    for r in p["ranges"]:
-        _only(r, {"key", "from", "to"}, "range")
-        lo, hi = r.get("from"), r.get("to")
-        lo_f = -math.inf if lo is None else float(lo)
-        hi_f = math.inf if hi is None else float(hi)
-        # "includes the from value and excludes the to value for each range"; a document counts
-        # once in a bucket however many of its values fall in it
-        bucket = {"doc_count": int(np.unique(doc_of[(xs >= lo_f) & (xs < hi_f)]).size)}
-        if lo is not None:
-            bucket["from"] = float(lo)
-        if hi is not None:
-            bucket["to"] = float(hi)
-        buckets.append((r.get("key", f"{_key_number(lo)}-{_key_number(hi)}"), bucket))
-    if p.get("keyed", False):
-        return {"buckets": dict(buckets)}
-    return {"buckets": [{"key": k, **b} for k, b in buckets]}
-
-
-def _agg_missing(p, docs):
-    _only(p, {"field"}, "missing")
-    return {"doc_count": sum(1 for v in docs.values(p["field"]) if not v)}
-
-
-def _agg_filters(p, docs):
-    _only(p, {"filters", "other_bucket", "other_bucket_key", "keyed"}, "filters")
-    filters = p["filters"]
-    other = p.get("other_bucket", False) or "other_bucket_key" in p
-    named = isinstance(filters, dict)
-    items = list(filters.items()) if named else [(None, f) for f in filters]
-    matched = [_query(q, docs) for _, q in items]
-    counts = [sum(m) for m in matched]
-    if other:
-        rest = sum(1 for i in range(len(docs.docs)) if not any(m[i] for m in matched))
-        items.append((p.get("other_bucket_key", "_other_"), None))
-        counts.append(rest)
-    if not named:  # anonymous: an array in request order, the other bucket last
-        return {"buckets": [{"doc_count": c} for c in counts]}
-    if p.get("keyed", True):
-        return {"buckets": {k: {"doc_count": c} for (k, _), c in zip(items, counts)}}
-    return {"buckets": [{"key": k, "doc_count": c} for (k, _), c in zip(items, counts)]}
-
-
-def _agg_filter(p, docs):
-    return {"doc_count": sum(_query(p, docs))}
-
-
-def _agg_extended_stats(p, docs):
-    _only(p, {"field", "sigma"}, "extended_stats")
-    xs = [x for v in docs.values(p["field"]) for x in v]
-    n, sigma = len(xs), float(p.get("sigma", 2.0))
-    if n == 0:
-        out = dict.fromkeys(("min", "max", "avg", "sum_of_squares", "variance", "variance_population",
-                             "variance_sampling", "std_deviation", "std_deviation_population",
-                             "std_deviation_sampling"))
-        out.update(count=0, sum=0.0, std_deviation_bounds=dict.fromkeys(
-            ("upper", "lower", "upper_population", "lower_population", "upper_sampling", "lower_sampling")))
-        return out
-    s, ss = math.fsum(xs), math.fsum(x * x for x in xs)
-    avg = s / n
-    # From the sums, as the reference's numbers show: population variance, clamped at 0
-    var_pop = max(0.0, (ss - s * s / n) / n)
-    var_samp = max(0.0, (ss - s * s / n) / (n - 1)) if n > 1 else None  # n = 1: not modelled
-    std_pop = math.sqrt(var_pop)
-    std_samp = math.sqrt(var_samp) if var_samp is not None else None
-    return {
-        "count": n, "min": min(xs), "max": max(xs), "avg": avg, "sum": s, "sum_of_squares": ss,
-        "variance": var_pop, "variance_population": var_pop, "variance_sampling": var_samp,
-        "std_deviation": std_pop, "std_deviation_population": std_pop, "std_deviation_sampling": std_samp,
-        "std_deviation_bounds": {
-            "upper": avg + sigma * std_pop, "lower": avg - sigma * std_pop,
-            "upper_population": avg + sigma * std_pop, "lower_population": avg - sigma * std_pop,
-            "upper_sampling": None if std_samp is None else avg + sigma * std_samp,
-            "lower_sampling": None if std_samp is None else avg - sigma * std_samp,
-        },
-    }
-
-
-def _agg_max(p, docs):
-    _only(p, {"field"}, "max")
-    xs = [x for v in docs.values(p["field"]) for x in v]
-    return {"value": float(max(xs)) if xs else None}
-
-
-AGGREGATIONS = {"range": _agg_range, "missing": _agg_missing, "filters": _agg_filters, "filter": _agg_filter,
-                "extended_stats": _agg_extended_stats, "max": _agg_max}
-
-
-def _aggregations(spec, docs):
-    out = {}
-    for name, agg in spec.items():
-        if re.search(r"[\[\]>]", name):
-            raise StandInError(f"invalid aggregation name [{name}]")
-        kind, params = _one(agg, f"aggregation {name}")  # no sub-aggregations, no meta
-        if kind not in AGGREGATIONS:
-            raise StandInError(f"aggregation [{kind}] not modelled by the stand-in")
-        out[name] = AGGREGATIONS[kind](params, docs)
-    return out
-
-
-def stand_in_elasticsearch_search(body, events, mapping):
-    """A stand-in for Elasticsearch's ``_search`` (NOT Elasticsearch): evaluates the request
-    body's query and aggregations on the raw events in Python, with the semantics of the
-    Elasticsearch reference. Only ``size: 0`` requests: it returns no hits."""
-    _only(body, {"size", "track_total_hits", "timeout", "query", "aggs", "aggregations"}, "search")
-    if body.get("size") != 0:
-        raise StandInError("the stand-in answers size: 0 requests only")
-    if "timeout" in body and not re.fullmatch(r"\d+(ms|s|m)", str(body["timeout"])):
-        raise StandInError(f"timeout {body['timeout']!r} is not a time value")
-    docs = _Docs(list(events), mapping)
-    if "query" in body:
-        docs = docs.subset(_query(body["query"], docs))
-    n = len(docs.docs)
-    track = body.get("track_total_hits", 10000)  # default: counts exactly up to 10,000
-    hits = {"max_score": None, "hits": []}
-    if track is True or (track is not False and n <= track):
-        hits["total"] = {"value": n, "relation": "eq"}
-    elif track is not False:
-        hits["total"] = {"value": track, "relation": "gte"}
-    response = {"took": 1, "timed_out": False, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-                "hits": hits}
-    aggs = body.get("aggs", body.get("aggregations"))
-    if aggs:
-        response["aggregations"] = _aggregations(aggs, docs)
-    return response
-
-
-class StandInServer:
-    """Serves ``POST /<index>/_search`` on 127.0.0.1 with the stand-in, or with a failure
-    (``mode``): http_500, slow, timed_out, partial, not_json."""
-
-    def __init__(self, events, mapping, index=INDEX, auth=None, tls=None):
-        self.events, self.mapping, self.index, self.auth = events, mapping, index, auth
-        self.mode = "stand_in"
-        self.bodies: list[dict] = []
-        self.queries: list[dict] = []
-        self.release = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, payload):
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout test)
-                    pass
-
-            def do_POST(self):
-                url = urllib.parse.urlsplit(self.path)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.bodies.append(body)
-                server.queries.append(urllib.parse.parse_qs(url.query))
-                if url.path != f"/{server.index}/_search":
-                    return self._send(404, {"error": {"type": "index_not_found_exception", "reason": url.path},
-                                            "status": 404})
-                if server.auth and self.headers.get("Authorization") != server.auth:
-                    return self._send(401, {"error": {"type": "security_exception", "reason": "unable to "
-                                                      "authenticate user"}, "status": 401})
-                mode = server.mode
-                if mode == "http_500":
-                    return self._send(500, {"error": {"type": "search_phase_execution_exception",
-                                                      "reason": "all shards failed"}, "status": 500})
-                if mode == "slow":
-                    server.release.wait(3.0)
-                    return self._send(200, {"took": 3000})
-                if mode == "not_json":
-                    return self._send(200, b"<html>proxy error</html>")
-                try:
-                    response = stand_in_elasticsearch_search(body, server.events, server.mapping)
-                except StandInError as e:
-                    return self._send(400, {"error": {"type": "parsing_exception", "reason": str(e)}, "status": 400})
-                if mode == "timed_out":
-                    response["timed_out"] = True
-                if mode == "partial":
-                    response["_shards"].update(successful=0, failed=1)
-                return self._send(200, response)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        scheme = "http"
-        if tls:  # (certificate, key) files
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+SOURCE_FIXTURES = FIXTURES / "elastic_source"
 
 
 # == events ======================================================================================
@@ -550,19 +178,19 @@ def traffic(bundle_dir, model):
 def test_same_statistics_as_the_file_source(bundle_dir, tmp_path, traffic):
     ref, events = traffic
     files = exporter_files(bundle_dir, tmp_path)
-    files.ingest(events)
+    files.source.ingest(events)
     files.evaluate(NOW)
-    with StandInServer(events, mapping_for_schema()) as es:
+    with ElasticsearchSearchStandIn(events, mapping_for_schema(SCHEMA)) as es:
         elastic = exporter_es(bundle_dir, tmp_path, es.url)
         elastic.evaluate(NOW)
         assert len(es.bodies) == 3, "one search per window"
         assert all(q == {"allow_partial_search_results": ["false"]} for q in es.queries)
         # The raw windows first: the exact count vector and the moments Ring.window gives.
-        ring = files.rings[KEY]
+        ring = files.source.rings[KEY]
         for n, body in zip((30, 360, 8640), es.bodies):
             want_counts, want_moments = ring.window(ring.slice_of(NOW), n)
             counts, got_moments = parse_response(ref, stand_in_elasticsearch_search(body, events,
-                                                                                     mapping_for_schema()))
+                                                                                     mapping_for_schema(SCHEMA)))
             assert counts.tolist() == want_counts.tolist()
             assert got_moments.keys() == want_moments.keys()
             for k in want_moments:
@@ -585,7 +213,7 @@ def test_same_statistics_as_the_file_source(bundle_dir, tmp_path, traffic):
     stamps = [dt.datetime.fromisoformat(e["@timestamp"]).timestamp() for e in events
               if e["event"] == "prediction" and e["model"] == {"name": KEY[0], "version": KEY[1]}]
     newest = max(t for t in stamps if t < end)
-    assert elastic.health.newest_event == pytest.approx(math.floor(newest * 1000) / 1000, abs=1e-6)
+    assert elastic.source.newest_event == pytest.approx(math.floor(newest * 1000) / 1000, abs=1e-6)
     m = scrape(elastic)
     assert value(m, "mlpulse_exporter_elasticsearch_searches_total") == 3
     assert value(m, "mlpulse_exporter_elasticsearch_errors_total") == 0
@@ -599,11 +227,11 @@ def test_edge_values_and_window_bounds_land_in_the_same_bins(bundle_dir, tmp_pat
     hard = edge_events(ref, template, NOW - 5)
     hard += boundary_events(template, [(s / 1000, e / 1000) for s, e in (window_bounds(NOW, 10.0, 30),)])
     files = exporter_files(bundle_dir, tmp_path)
-    files.ingest(hard)
-    ring = files.rings[KEY]
+    files.source.ingest(hard)
+    ring = files.source.rings[KEY]
     body = search_body(ref, *window_bounds(NOW, 10.0, 30))
     counts, got = parse_response(ref, stand_in_elasticsearch_search(json.loads(json.dumps(body)), hard,
-                                                                     mapping_for_schema()))
+                                                                     mapping_for_schema(SCHEMA)))
     want_counts, want = ring.window(ring.slice_of(NOW), 30)
     assert counts.tolist() == want_counts.tolist()
     assert got["count"] == want["count"] and got["min"] == want["min"] and got["max"] == want["max"]
@@ -619,14 +247,14 @@ def test_numeric_strings_need_coerce_false_in_the_template(bundle_dir, tmp_path,
     strings = sum(1 for e in hard if isinstance(e["inputs"]["income"], str))
     assert strings == 1
     files = exporter_files(bundle_dir, tmp_path)
-    files.ingest(hard)
-    ring = files.rings[KEY]
+    files.source.ingest(hard)
+    ring = files.source.rings[KEY]
     want, _ = ring.window(ring.slice_of(NOW), 30)
     body = search_body(ref, *window_bounds(NOW, 10.0, 30))
     income = ref.slots["income"]
-    strict, _ = parse_response(ref, stand_in_elasticsearch_search(body, hard, mapping_for_schema()))
+    strict, _ = parse_response(ref, stand_in_elasticsearch_search(body, hard, mapping_for_schema(SCHEMA)))
     assert strict.tolist() == want.tolist()
-    coercing = {**mapping_for_schema(), "inputs.income": "double+coerce"}
+    coercing = {**mapping_for_schema(SCHEMA), "inputs.income": "double+coerce"}
     loose, _ = parse_response(ref, stand_in_elasticsearch_search(body, hard, coercing))
     assert loose[income.missing] == want[income.missing] - strings
     assert loose[income.offset: income.offset + income.nbins].sum() == \
@@ -647,7 +275,7 @@ def test_request_body_follows_the_aggregation_reference(traffic):
         {"term": {"model.version": KEY[1]}},
         {"range": {"@timestamp": {"gte": start, "lt": end, "format": "epoch_millis"}}},
     ]}}
-    reference = {name: json.loads((FIXTURES / f"{name}.json").read_text()) for name in
+    reference = {name: json.loads((SOURCE_FIXTURES / f"{name}.json").read_text()) for name in
                  ("range", "missing", "filters", "extended_stats")}
     doc_range_keys = {k for ex in reference["range"]["examples"] for k in ex["request"]["aggs"]["price_ranges"]["range"]}
     doc_bound_keys = {k for ex in reference["range"]["examples"]
@@ -686,7 +314,7 @@ def test_request_body_follows_the_aggregation_reference(traffic):
 
 @pytest.mark.parametrize("page", ["range", "missing", "filters", "extended_stats"])
 def test_stand_in_answers_the_reference_examples(page):
-    fixture = json.loads((FIXTURES / f"{page}.json").read_text())
+    fixture = json.loads((SOURCE_FIXTURES / f"{page}.json").read_text())
     assert fixture["examples"]
     for example in fixture["examples"]:
         docs = fixture["documents"] + example.get("documents_added", [])
@@ -696,13 +324,13 @@ def test_stand_in_answers_the_reference_examples(page):
 
 
 def test_parser_reads_the_documented_responses():
-    ext = json.loads((FIXTURES / "extended_stats.json").read_text())["examples"][0]["aggregations"]["grades_stats"]
+    ext = json.loads((SOURCE_FIXTURES / "extended_stats.json").read_text())["examples"][0]["aggregations"]["grades_stats"]
     assert moments(ext) == {"count": 2.0, "mean": 75.0, "std": 25.0, "min": 50.0, "max": 100.0}  # population std
     assert moments({"count": 0, "min": None, "max": None, "avg": None, "sum": 0.0}) == {"count": 0.0}
-    anonymous = json.loads((FIXTURES / "filters.json").read_text())["examples"][1]["aggregations"]["messages"]
+    anonymous = json.loads((SOURCE_FIXTURES / "filters.json").read_text())["examples"][1]["aggregations"]["messages"]
     assert filters_counts(anonymous, 2) == [1, 2]
     # The documented keyed range answer, keyed by bin index as the exporter asks
-    documented = json.loads((FIXTURES / "range.json").read_text())["examples"][2]["aggregations"]["price_ranges"]
+    documented = json.loads((SOURCE_FIXTURES / "range.json").read_text())["examples"][2]["aggregations"]["price_ranges"]
     by_index = {str(i): b for i, b in enumerate(documented["buckets"].values())}
     assert range_counts({"buckets": by_index}, [100.0, 200.0]) == [2, 2, 3]
     with pytest.raises(SearchError, match="expected"):
@@ -710,7 +338,7 @@ def test_parser_reads_the_documented_responses():
     # The exporter's own range aggregation over the documented data gives the documented counts
     slot = Slot("price", "numeric", 0, 3, 3, edges=(100.0, 200.0))
     body = {"size": 0, "aggs": {"p": json.loads(json.dumps(numeric_bins(slot)))}}
-    docs = [{"inputs": d} for d in json.loads((FIXTURES / "range.json").read_text())["documents"]]
+    docs = [{"inputs": d} for d in json.loads((SOURCE_FIXTURES / "range.json").read_text())["documents"]]
     answer = stand_in_elasticsearch_search(body, docs, {"inputs.price": "double"})
     assert range_counts(answer["aggregations"]["p"], slot.edges) == [2, 2, 3]
 
@@ -718,7 +346,7 @@ def test_parser_reads_the_documented_responses():
 def test_a_failed_search_leaves_its_window_absent_counts_it_and_the_exporter_keeps_going(bundle_dir, tmp_path,
                                                                                           traffic):
     _, events = traffic
-    with StandInServer(events, mapping_for_schema()) as es:
+    with ElasticsearchSearchStandIn(events, mapping_for_schema(SCHEMA)) as es:
         exp = exporter_es(bundle_dir, tmp_path, es.url)
         exp.evaluate(NOW)
         assert len(exp.results) > 100
@@ -729,7 +357,7 @@ def test_a_failed_search_leaves_its_window_absent_counts_it_and_the_exporter_kee
             exp.evaluate(NOW)  # never raises
             assert exp.results == [], f"{mode}: every window absent, never stale or zero"
             expected[kind] += 3
-            assert exp.elastic.errors == expected, mode
+            assert exp.source.errors == expected, mode
         m = scrape(exp)
         assert value(m, "mlpulse_exporter_elasticsearch_errors_total", kind="http") == 3
         assert value(m, "mlpulse_exporter_elasticsearch_errors_total", kind="partial") == 3
@@ -737,7 +365,7 @@ def test_a_failed_search_leaves_its_window_absent_counts_it_and_the_exporter_kee
         assert not any(name == "mlpulse_drift_score" for name, _ in m)
         es.mode = "stand_in"  # Elasticsearch is back: so are the windows
         exp.evaluate(NOW)
-        assert len(exp.results) > 100 and exp.elastic.errors == expected
+        assert len(exp.results) > 100 and exp.source.errors == expected
         assert exp.poll() == 0
         exp.save_checkpoint()
         exp.close()  # what __main__ does at shutdown
@@ -745,13 +373,13 @@ def test_a_failed_search_leaves_its_window_absent_counts_it_and_the_exporter_kee
 
 def test_a_search_that_hangs_is_cut_by_the_timeout(bundle_dir, tmp_path, traffic):
     _, events = traffic
-    with StandInServer(events, mapping_for_schema()) as es:
+    with ElasticsearchSearchStandIn(events, mapping_for_schema(SCHEMA)) as es:
         es.mode = "slow"  # answers after 3 s
         exp = exporter_es(bundle_dir, tmp_path, es.url, elasticsearch_timeout="200ms", windows="5m")
         started = time.monotonic()
         exp.evaluate(NOW)
         assert time.monotonic() - started < 2.5, "the HTTP client gives up after twice the search timeout"
-        assert exp.results == [] and exp.elastic.errors["timeout"] == 1
+        assert exp.results == [] and exp.source.errors["timeout"] == 1
         assert es.bodies[0]["timeout"] == "200ms"  # Elasticsearch's own time limit
         assert value(scrape(exp), "mlpulse_exporter_elasticsearch_errors_total", kind="timeout") == 1
 
@@ -761,7 +389,7 @@ def test_unreachable_elasticsearch_is_a_connection_error(bundle_dir, tmp_path):
         sock.bind(("127.0.0.1", 0))
         exp = exporter_es(bundle_dir, tmp_path, f"http://127.0.0.1:{sock.getsockname()[1]}")
         exp.evaluate(NOW)
-    assert exp.results == [] and exp.elastic.errors["connection"] == 3
+    assert exp.results == [] and exp.source.errors["connection"] == 3
 
 
 def test_inconsistent_answers_are_refused(bundle_dir, tmp_path, traffic):
@@ -770,46 +398,46 @@ def test_inconsistent_answers_are_refused(bundle_dir, tmp_path, traffic):
     _, events = traffic
     odd = copy.deepcopy(events[0])
     odd["inputs"]["income"] = [20000.0, 900000.0]
-    with StandInServer(events + [odd], mapping_for_schema()) as es:
+    with ElasticsearchSearchStandIn(events + [odd], mapping_for_schema(SCHEMA)) as es:
         exp = exporter_es(bundle_dir, tmp_path, es.url)
         exp.evaluate(NOW)
-    assert exp.elastic.errors["inconsistent"] == 3 and exp.results == []
+    assert exp.source.errors["inconsistent"] == 3 and exp.results == []
 
 
 def test_a_request_elasticsearch_would_refuse_is_an_http_error(bundle_dir, tmp_path, traffic, monkeypatch):
     _, events = traffic
-    import mlpulse.exporter.elastic_source as es_module
+    import mlpulse.exporter.sources.elasticsearch as es_module
 
     original = es_module.search_body
     monkeypatch.setattr(es_module, "search_body", lambda *a, **k: {**original(*a, **k), "size": 10})
-    with StandInServer(events, mapping_for_schema()) as es:
+    with ElasticsearchSearchStandIn(events, mapping_for_schema(SCHEMA)) as es:
         exp = exporter_es(bundle_dir, tmp_path, es.url)
         exp.evaluate(NOW)
-    assert exp.elastic.errors["http"] == 3
+    assert exp.source.errors["http"] == 3
 
 
 def test_basic_authentication_and_secrets(bundle_dir, tmp_path, traffic):
     _, events = traffic
     token = "Basic " + base64.b64encode(b"mlpulse:s3cret pass").decode()
     base = ["--source", "elasticsearch", "--bundles", str(bundle_dir), "--events", str(tmp_path / "none" / "*.jsonl")]
-    with StandInServer(events, mapping_for_schema(), auth=token) as es:
+    with ElasticsearchSearchStandIn(events, mapping_for_schema(SCHEMA), auth=token) as es:
         cfg = load_config(base + ["--elasticsearch-url", es.url, "--elasticsearch-username", "mlpulse"],
                           environ={"MLPULSE_EXPORTER_ELASTICSEARCH_PASSWORD": "s3cret pass"})
         assert "s3cret" not in repr(cfg)
         exp = Exporter(cfg, clock=lambda: NOW)
         exp.evaluate(NOW)
-        assert exp.elastic.errors["http"] == 0 and exp.results
+        assert exp.source.errors["http"] == 0 and exp.results
         secret = tmp_path / "es-password"
         secret.write_text("s3cret pass\n")
         cfg = load_config(base + ["--elasticsearch-url", es.url, "--elasticsearch-username", "mlpulse",
                                   "--elasticsearch-password-file", str(secret)], environ={})
         exp = Exporter(cfg, clock=lambda: NOW)
         exp.evaluate(NOW)
-        assert exp.elastic.errors["http"] == 0 and exp.results
+        assert exp.source.errors["http"] == 0 and exp.results
         secret.write_text("wrong\n")
         exp = Exporter(cfg, clock=lambda: NOW)
         exp.evaluate(NOW)
-        assert exp.elastic.errors["http"] == 3 and exp.results == []  # 401: counted, absent
+        assert exp.source.errors["http"] == 3 and exp.results == []  # 401: counted, absent
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
@@ -819,14 +447,14 @@ def test_https_is_verified_against_the_ca_file(bundle_dir, tmp_path, traffic):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
                     "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True, timeout=60)
-    with StandInServer(events, mapping_for_schema(), tls=(str(cert), str(key))) as es:
+    with ElasticsearchSearchStandIn(events, mapping_for_schema(SCHEMA), tls=(str(cert), str(key))) as es:
         assert es.url.startswith("https://")
         exp = exporter_es(bundle_dir, tmp_path, es.url, elasticsearch_ca_file=str(cert))
         exp.evaluate(NOW)
-        assert sum(exp.elastic.errors.values()) == 0 and exp.results
+        assert sum(exp.source.errors.values()) == 0 and exp.results
         unverified = exporter_es(bundle_dir, tmp_path, es.url)  # the system's CAs do not know it
         unverified.evaluate(NOW)
-        assert unverified.elastic.errors["connection"] == 3 and unverified.results == []
+        assert unverified.source.errors["connection"] == 3 and unverified.results == []
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")
     with pytest.raises(ConfigError, match="elasticsearch_ca_file"):
@@ -868,7 +496,7 @@ def test_configuration_of_the_elasticsearch_source(bundle_dir, tmp_path):
     # the files source still requires its events directory
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(["--events", str(tmp_path / "nope" / "*.jsonl"), "--bundles", str(bundle_dir)], environ={})
-    r = subprocess.run([sys.executable, "-m", "mlpulse.exporter", "--help"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "mlpulse", "exporter", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert "--elasticsearch-url" in r.stdout and "--elasticsearch-password " not in r.stdout
     assert "MLPULSE_EXPORTER_ELASTICSEARCH_PASSWORD" in r.stdout
@@ -896,7 +524,7 @@ def test_a_feature_without_edges_has_one_bin(bundle_dir, traffic):
     body = search_body(ref, start, end)
     assert body["aggs"][f"bins_{list(ref.slots).index('employment_years')}"] == \
         {"filter": {"exists": {"field": "inputs.employment_years"}}}
-    counts, _ = parse_response(ref, stand_in_elasticsearch_search(body, events, mapping_for_schema()))
+    counts, _ = parse_response(ref, stand_in_elasticsearch_search(body, events, mapping_for_schema(SCHEMA)))
     assert counts.tolist() == ring.window(ring.slice_of(NOW), 30)[0].tolist()
 
 
@@ -913,15 +541,15 @@ def test_window_bounds_are_the_rings_slices():
 
 @pytest.mark.slow
 def test_the_cli_serves_windows_from_elasticsearch(bundle_dir, tmp_path, traffic):
-    """``python -m mlpulse.exporter --source elasticsearch`` starts without an events directory,
+    """``python -m mlpulse exporter --source elasticsearch`` starts without an events directory,
     searches, serves the results, and stops cleanly on SIGTERM."""
     _, events = traffic
     now_events = [{**e, "@timestamp": stamp(time.time() - 5)} for e in events[:300]]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with StandInServer(now_events, mapping_for_schema()) as es:
-        proc = subprocess.Popen([sys.executable, "-m", "mlpulse.exporter", "--source", "elasticsearch",
+    with ElasticsearchSearchStandIn(now_events, mapping_for_schema(SCHEMA)) as es:
+        proc = subprocess.Popen([sys.executable, "-m", "mlpulse", "exporter", "--source", "elasticsearch",
                                  "--elasticsearch-url", es.url, "--bundles", str(bundle_dir), "--port", str(port),
                                  "--events", str(tmp_path / "absent" / "*.jsonl"), "--evaluate-every", "1s",
                                  "--windows", "5m", "--min-count", "10"],
@@ -950,7 +578,7 @@ def test_the_cli_serves_windows_from_elasticsearch(bundle_dir, tmp_path, traffic
 def test_counts_vector_dtype_matches_the_ring(traffic):
     ref, events = traffic
     body = search_body(ref, *window_bounds(NOW, 10.0, 30))
-    counts, _ = parse_response(ref, stand_in_elasticsearch_search(body, events, mapping_for_schema()))
+    counts, _ = parse_response(ref, stand_in_elasticsearch_search(body, events, mapping_for_schema(SCHEMA)))
     assert counts.dtype == np.int64 and counts.shape == (ref.width,)
 
 
@@ -961,12 +589,12 @@ def test_source_object_is_usable_alone(traffic):
     class Direct:
         def search(self, index, body):
             assert index == "my-index"
-            return stand_in_elasticsearch_search(body, events, mapping_for_schema())
+            return stand_in_elasticsearch_search(body, events, mapping_for_schema(SCHEMA))
 
         def close(self):
             pass
 
-    source = ElasticsearchSource("my-index", Direct(), timeout=1.0)
-    counts, stats = source.window(ref, NOW, 10.0, 8640)
+    source = ElasticsearchSource("my-index", Direct(), 10.0, timeout=1.0)
+    counts, stats = source.window(ref, NOW, 8640)
     assert stats["count"] == counts[ref.slots[PREDICTION].offset:][:ref.slots[PREDICTION].nbins].sum() > 3000
     assert source.searches == 1 and sum(source.errors.values()) == 0

@@ -21,16 +21,19 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mlpulse.cli import main as mlpulse_main
+from mlpulse.durations import parse_duration
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import METRIC_HELP, Exporter
+from mlpulse.generate import NATIVE_ALERTMANAGER, NATIVE_TARGETS
 from mlpulse.prometheus import native as pc
 from model_service.data import generate, to_records
 from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
 from native_stack.traffic import invalid_records, send
-from tests.helpers import wait_for
+from tests.helpers import ROOT, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "prometheus"
+CONFIG = ROOT / pc.CONFIG_FILE
 RULE_FILES = sorted((PROM_DIR / "rules").glob("*.yml"))
 TEST_FILES = sorted((PROM_DIR / "tests").glob("*.yml"))
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
@@ -125,11 +128,11 @@ def test_committed_config_is_valid(tmp_path):
 
 
 def test_committed_config_contents():
-    config = pc.load_config()
+    config = pc.load_config(CONFIG)
     assert config["global"]["scrape_interval"] == "15s" and config["global"]["evaluation_interval"] == "15s"
     assert config["global"]["external_labels"] == {"stack": "mlpulse"}
     assert config["rule_files"] == ["rules/*.yml"]
-    assert pc.rule_files() == RULE_FILES
+    assert pc.rule_files(CONFIG) == RULE_FILES
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
     assert targets == {"model-service": ["model-service:8000"], "drift-exporter": ["drift-exporter:9108"],
                        "prometheus": ["localhost:9090"], "alertmanager": ["alertmanager:9093"]}
@@ -142,12 +145,12 @@ def test_native_config_is_valid_and_derived_from_the_committed_one(tmp_path):
         tmp_path / "prom",
         {"model-service": "127.0.0.1:18000", "drift-exporter": ["127.0.0.1:19108"], "prometheus": "127.0.0.1:19090"},
         alertmanagers=["127.0.0.1:19093"], scrape_interval="1s", evaluation_interval="2s", for_override="0s",
-        external_labels={"run": "test"},
+        external_labels={"run": "test"}, config_path=CONFIG,
     )
     r = run([PROMTOOL, "check", "config", str(path)], cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
 
-    committed, native = pc.load_config(), pc.load_config(path)
+    committed, native = pc.load_config(CONFIG), pc.load_config(path)
     text = path.read_text()
     assert not any(host in text for host in DOCKER_HOSTS), "a compose host name leaked into the native config"
     assert [j["job_name"] for j in native["scrape_configs"]] == ["model-service", "drift-exporter", "prometheus"]
@@ -174,7 +177,7 @@ def test_native_config_is_valid_and_derived_from_the_committed_one(tmp_path):
 
 
 def test_native_config_without_overrides_copies_rules_verbatim(tmp_path):
-    path = pc.write_native_config(tmp_path, {"model-service": "127.0.0.1:18000"})
+    path = pc.write_native_config(tmp_path, {"model-service": "127.0.0.1:18000"}, config_path=CONFIG)
     native = pc.load_config(path)
     assert "alerting" not in native and [j["job_name"] for j in native["scrape_configs"]] == ["model-service"]
     assert native["global"]["scrape_interval"] == "15s" and native["global"]["scrape_timeout"] == "10s"
@@ -184,21 +187,22 @@ def test_native_config_without_overrides_copies_rules_verbatim(tmp_path):
 
 def test_native_config_refuses_unknown_jobs_and_bad_durations(tmp_path):
     with pytest.raises(ValueError, match="no scrape job"):
-        pc.native_config({"model-servce": "127.0.0.1:1"})
+        pc.native_config({"model-servce": "127.0.0.1:1"}, config=pc.load_config(CONFIG))
     with pytest.raises(ValueError, match="duration"):
-        pc.native_config({"model-service": "127.0.0.1:1"}, scrape_interval="fast")
+        pc.native_config({"model-service": "127.0.0.1:1"}, scrape_interval="fast", config=pc.load_config(CONFIG))
     with pytest.raises(ValueError, match="duration"):
-        pc.write_native_config(tmp_path, {"model-service": "127.0.0.1:1"}, for_override="soon")
-    assert pc.duration_seconds("1m30s") == 90 and pc.duration_seconds("500ms") == 0.5
+        pc.write_native_config(tmp_path, {"model-service": "127.0.0.1:1"}, for_override="soon", config_path=CONFIG)
+    assert parse_duration("1m30s", prometheus=True) == 90 and parse_duration("500ms", prometheus=True) == 0.5
 
 
 def test_native_config_command_line(tmp_path, capsys):
-    assert pc.main(["--out", str(tmp_path), "--target", "model-service=127.0.0.1:18000",
-                    "--target", "drift-exporter=127.0.0.1:19108", "--scrape-interval", "1s"]) == 0
-    path = Path(capsys.readouterr().out.strip())
-    assert path == tmp_path / "prometheus.yml"
-    assert [j["static_configs"][0]["targets"] for j in pc.load_config(path)["scrape_configs"]] == \
-           [["127.0.0.1:18000"], ["127.0.0.1:19108"]]
+    assert mlpulse_main(["generate", "native", "--root", str(ROOT), "--native-out", str(tmp_path)]) == 0
+    written = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()]
+    assert written == [tmp_path / "prometheus" / "prometheus.yml", tmp_path / "alertmanager" / "alertmanager.yml"]
+    native = pc.load_config(written[0])
+    assert [(j["job_name"], j["static_configs"][0]["targets"]) for j in native["scrape_configs"]] == \
+           [(job, [address]) for job, address in NATIVE_TARGETS.items()]
+    assert native["alerting"]["alertmanagers"][0]["static_configs"] == [{"targets": [NATIVE_ALERTMANAGER]}]
 
 
 # --- rules ---------------------------------------------------------------------------------
@@ -236,7 +240,7 @@ def test_alert_conventions():
         name = rule["alert"]
         assert re.fullmatch(r"[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)*", name), f"{name} is not CamelCase"
         assert "for" in rule, f"{name} has no `for`"
-        pc.duration_seconds(rule["for"])
+        parse_duration(rule["for"], prometheus=True)
         labels, ann = rule.get("labels", {}), rule.get("annotations", {})
         assert labels.get("severity") in SEVERITIES, name
         assert labels.get("team") in TEAMS, name
@@ -410,7 +414,7 @@ def test_rules_evaluate_on_the_live_stack(bundle_dir, tmp_path):
         {"model-service": f"127.0.0.1:{port}", "drift-exporter": f"127.0.0.1:{exp_port}",
          "prometheus": f"127.0.0.1:{prom_port}"},
         alertmanagers=[f"127.0.0.1:{free_port()}"],  # nothing listens: notifications fail, counted
-        scrape_interval="1s", evaluation_interval="1s", for_override="0s",
+        scrape_interval="1s", evaluation_interval="1s", for_override="0s", config_path=CONFIG,
     )
     with Stack() as stack:
         start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", port, workers=1),

@@ -16,8 +16,8 @@ import time
 import pytest
 import requests
 
-from model_service.data import SCENARIOS, generate, to_records
 from mlpulse.prometheus.native import write_native_alertmanager_config, write_native_config
+from model_service.data import SCENARIOS, generate, to_records
 from native_stack.processes import (
     Stack,
     exporter_env,

@@ -53,10 +53,10 @@ def drifted(m, window="1h"):
 def test_window_counts_and_moments_equal_numpy_on_raw_data(bundle_dir, tmp_path, model):
     exp = exporter_for(bundle_dir, tmp_path)
     events, records, proba = make_events(model, 3000, seed=5)
-    exp.ingest(events)
+    exp.source.ingest(events)
     ref = exp.references[("credit-default", "1.0.0")]
-    counts, moments = exp.rings[("credit-default", "1.0.0")].window(exp.rings[("credit-default", "1.0.0")]
-                                                                   .slice_of(NOW), 360)
+    ring = exp.source.rings[("credit-default", "1.0.0")]
+    counts, moments = ring.window(ring.slice_of(NOW), 360)
     for spec in SCHEMA.features:
         slot = ref.slots[spec.name]
         raw = [r[spec.name] for r in records]
@@ -84,14 +84,14 @@ def scrape_after_eval(exp, now=NOW):
 
 def test_baseline_shows_no_drift_and_shifted_traffic_exactly_the_shifted_features(bundle_dir, tmp_path, model):
     exp = exporter_for(bundle_dir, tmp_path)
-    exp.ingest(make_events(model, 4000, seed=8)[0])
+    exp.source.ingest(make_events(model, 4000, seed=8)[0])
     m = scrape_after_eval(exp)
     assert drifted(m) == set()
     assert value(m, "mlpulse_drift_share", window="1h", **ML) == 0
     assert value(m, "mlpulse_drift_features_evaluated", window="1h", **ML) == len(SCHEMA.features)
 
     shifted = exporter_for(bundle_dir, tmp_path / "b")
-    shifted.ingest(make_events(model, 4000, seed=9, scenario="drift")[0])
+    shifted.source.ingest(make_events(model, 4000, seed=9, scenario="drift")[0])
     m = scrape_after_eval(shifted)
     assert drifted(m) - {"_prediction", "_predicted_class"} == set(SCENARIOS["drift"])
     assert value(m, "mlpulse_drift_share", window="1h", **ML) == pytest.approx(4 / 14)
@@ -101,7 +101,7 @@ def test_baseline_shows_no_drift_and_shifted_traffic_exactly_the_shifted_feature
 
 def test_missing_feed_is_seen_as_missing_ratio(bundle_dir, tmp_path, model):
     exp = exporter_for(bundle_dir, tmp_path)
-    exp.ingest(make_events(model, 2000, seed=10, scenario="missing")[0])
+    exp.source.ingest(make_events(model, 2000, seed=10, scenario="missing")[0])
     m = scrape_after_eval(exp)
     assert value(m, "mlpulse_drift_missing_ratio", feature="employment_years", window="1h", **ML) == \
         pytest.approx(0.6, abs=0.05)
@@ -113,7 +113,7 @@ def test_windows_slide_and_small_windows_have_no_scores(bundle_dir, tmp_path, mo
     old, _, _ = make_events(model, 500, seed=11, ts=NOW - 2 * 3600)  # only in the 24h window
     recent, _, _ = make_events(model, 50, seed=12, ts=NOW - 10)  # below min_count everywhere
     ancient, _, _ = make_events(model, 7, seed=13, ts=NOW - 3 * 86400)
-    exp.ingest(old + recent + ancient)
+    exp.source.ingest(old + recent + ancient)
     m = scrape_after_eval(exp)
     assert value(m, "mlpulse_window_predictions", window="5m", **ML) == 50
     assert value(m, "mlpulse_window_predictions", window="1h", **ML) == 50
@@ -131,8 +131,8 @@ def test_unknown_versions_are_counted_and_new_bundles_get_their_own_reference(bu
 
     exp = exporter_for(bundle_dir, tmp_path)
     v2_events, _, _ = make_events(model, 200, seed=14, version="2.0.0")
-    exp.ingest(v2_events)
-    assert exp.health.events["unknown_model"] == 200
+    exp.source.ingest(v2_events)
+    assert exp.source.events["unknown_model"] == 200
     # Deploy a bundle for 2.0.0: same files, another version in the metadata.
     bundles = tmp_path / "bundles"
     shutil.copytree(bundle_dir, bundles / "v1")
@@ -142,7 +142,7 @@ def test_unknown_versions_are_counted_and_new_bundles_get_their_own_reference(bu
     (bundles / "v2" / "metadata.json").write_text(json.dumps(md))
     exp.config.bundles = str(bundles)
     exp.load_bundles()
-    exp.ingest(v2_events)
+    exp.source.ingest(v2_events)
     m = scrape_after_eval(exp)
     assert value(m, "mlpulse_window_predictions", window="5m", model="credit-default", version="2.0.0") == 200
     assert value(m, "mlpulse_exporter_reference_info", version="2.0.0") == 1
@@ -165,7 +165,7 @@ def test_restart_from_checkpoint_neither_repeats_nor_loses(bundle_dir, tmp_path,
     second.poll()
     m = scrape_after_eval(second)
     assert value(m, "mlpulse_window_predictions", window="1h", **ML) == 1000
-    assert second.health.events["scored"] == 400  # only what came after the checkpoint was read
+    assert second.source.events["scored"] == 400  # only what came after the checkpoint was read
 
 
 def test_malformed_lines_are_counted_and_skipped(bundle_dir, tmp_path, model):
@@ -233,7 +233,7 @@ def test_cli_fails_at_start_with_a_message(bundle_dir, tmp_path):
 
 
 def test_container_config_file_is_valid(bundle_dir, tmp_path):
-    from native_stack.processes import ROOT
+    from tests.helpers import ROOT
 
     (tmp_path / "ev").mkdir()
     cfg = load_config(["--config", str(ROOT / "exporter" / "exporter.toml"), "--events", str(tmp_path / "ev" / "*.jsonl"),
