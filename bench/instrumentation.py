@@ -6,7 +6,7 @@ prometheus-flask-exporter's default metrics on the same app.
     python -m bench.instrumentation --profile          # cProfile of the mlpulse variant instead
     python -m bench.instrumentation --components       # each piece of mlpulse's work timed alone
 
-Variants, each its own instance of ``model_service.app.create_app`` built from the same bundle:
+Variants, each its own instance of ``mlpulse.serving.app.create_app`` built from the same bundle:
 
     bare                         monitored=False: no metric, no event log
     mlpulse                      every mlpulse metric + the event log (single-process metrics)
@@ -103,7 +103,7 @@ class Host:
         from prometheus_flask_exporter import PrometheusMetrics
         from werkzeug.test import Client
 
-        from model_service.app import ServiceConfig, create_app
+        from mlpulse.serving.app import ServiceConfig, create_app
 
         self.value_class = values.ValueClass.__name__
         self.records: list[dict[str, Any]] = json.loads((workdir / "records.json").read_text())
@@ -532,13 +532,11 @@ def components(args: argparse.Namespace) -> None:
     import logging
     import uuid
 
-    import numpy as np
     import orjson
     from flask import Response
     from prometheus_client import values
 
     from mlpulse.events import EVENT_SCORED, SharedFileHandler
-    from model_service.data import frame_for_model
 
     rng = random.Random(args.seed)
     n = args.batch
@@ -553,17 +551,16 @@ def components(args: argparse.Namespace) -> None:
         metrics, log = scorer.metrics, scorer.events
         records = host.records[:n]
         checked = [scorer.bundle.schema.check(r) for r in records]
-        frame = frame_for_model([c.values for c in checked], scorer.bundle.schema)
-        proba = scorer.bundle.model.predict_proba(frame)[:, scorer.pos_index]
-        classes = np.where(proba >= scorer.threshold, scorer.positive, scorer.negative)
+        result = scorer.predict([c.values for c in checked])
+        answers, texts = scorer._predictions(result)
+        proba = result.values
         known = set(scorer.bundle.schema.names)
         # The scored events as Scorer._score and Scorer.log build them.
         events = [{"request_id": uuid.uuid4().hex, "model": scorer.model_fields, "record_index": i, "batch_size": n,
                    "inputs": {k: v for k, v in rec.items() if k in known},
-                   "prediction": {"value": float(p), "class": str(c),
-                                  "probabilities": {scorer.negative: 1 - float(p), scorer.positive: float(p)}},
+                   "prediction": dict(answer, **{"class": text}),
                    "latency_ms": 1.234, "violations": []}
-                  for i, (rec, p, c) in enumerate(zip(records, proba, classes))]
+                  for i, (rec, answer, text) in enumerate(zip(records, answers, texts))]
         logger, handler = log.logger, log.handler
         side = SharedFileHandler(workdir / "side-events")  # raw writes, apart from the app's file
         lines = [(handler.format(logger.makeRecord(logger.name, logging.INFO, "(unknown file)", 0, EVENT_SCORED, (),
@@ -575,7 +572,7 @@ def components(args: argparse.Namespace) -> None:
             for c in checked:
                 metrics.observe_violations(c.violations)
             metrics.observe_inference(0.001, n)
-            metrics.observe_predictions(proba, [c for p, c in zip(proba, classes) if math.isfinite(p)])
+            metrics.observe_predictions(proba, [t for t in texts if t is not None], result.probabilities, count=n)
             for c in checked:
                 metrics.observe_missing(c.values)
 

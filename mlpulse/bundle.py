@@ -167,6 +167,8 @@ def load_bundle(directory: str | os.PathLike[str], trusted: Iterable[str] = ()) 
         raise BundleError(f"{model_file} is not a readable skops file: {e}") from None
     refused = sorted(untrusted - set(trusted))
     if refused:
-        raise BundleError(f"{model_file} contains types that are not trusted: {refused}")
+        raise BundleError(f"{model_file} contains types that are not trusted: {refused}. If you trust them, name "
+                          "them (mlpulse serve --trust TYPE, or MLPULSE_TRUSTED_TYPES); a bundle made by "
+                          "`mlpulse bundle create` records the scikit-learn, numpy and scipy types it holds")
     model = sio.load(model_file, trusted=sorted(untrusted))
     return Bundle(path=path, model=model, metadata=metadata, schema=schema, output=output, profile=profile)

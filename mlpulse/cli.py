@@ -1,12 +1,14 @@
 """The ``mlpulse`` command: one entry point for what a user runs.
 
+    mlpulse bundle create ...         bundle a fitted model with its data (``mlpulse.bundle_create``)
+    mlpulse serve DIR [options]       serve a bundle under gunicorn (``mlpulse.serving``)
     mlpulse exporter [options]        the drift exporter (``mlpulse exporter --help``)
     mlpulse generate [--check] ...    write or check every generated file (``mlpulse.generate``)
     mlpulse elastic-setup [options]   apply the ELK artefacts to Elasticsearch and Kibana
 
 Each subcommand keeps its own options and help; ``python -m mlpulse`` is the same command and
 ``python -m mlpulse.exporter`` / ``python -m mlpulse.elastic`` remain aliases. Commands that later
-capabilities add (``bundle``, ``serve``, ``report``) register in ``COMMANDS``.
+capabilities add (``report``, ...) register in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,120 @@ def _elastic_setup(argv: list[str]) -> int:
     from mlpulse.elastic.__main__ import main
 
     return main(argv)
+
+
+def _bundle(argv: list[str]) -> int:
+    from mlpulse.bundle import BundleError
+    from mlpulse.bundle_create import (
+        DEFAULT_HOLDOUT_FRACTION,
+        DEFAULT_MAX_CATEGORIES,
+        BundleCreateError,
+        create_bundle,
+        load_model,
+        plan_bundle,
+        read_table,
+        write_schema_file,
+    )
+
+    ap = argparse.ArgumentParser(prog="mlpulse bundle", description="Bundle a fitted scikit-learn model with its "
+                                 "training data: schema, reference profile, holdout metrics (docs/own-model.md).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("create", help="write a verified bundle")
+    c.add_argument("--data", required=True, help="training table: .csv or .parquet")
+    c.add_argument("--target", required=True, help="the target column of --data")
+    c.add_argument("--model", required=True, help="the fitted estimator: a .skops file or module:attribute")
+    c.add_argument("--out", type=Path, required=True, help="bundle directory to write (must not exist)")
+    c.add_argument("--name", help="model name (default: the --out directory's name)")
+    c.add_argument("--version", default="1", help="model version (default 1)")
+    c.add_argument("--holdout", help="a separate holdout table with the same columns (default: a seeded "
+                   f"{DEFAULT_HOLDOUT_FRACTION:.0%} of --data)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the holdout draw (default 0)")
+    c.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES,
+                   help=f"categories kept per text column (default {DEFAULT_MAX_CATEGORIES})")
+    c.add_argument("--schema", help="YAML overrides of the inferred schema (see --write-schema)")
+    c.add_argument("--write-schema", metavar="FILE", help="write the inferred schema to FILE for editing, and stop")
+    c.add_argument("--positive-class", help="binary: the class whose probability is the score (a label's text)")
+    c.add_argument("--trust", action="append", default=[], metavar="TYPE",
+                   help="a type outside scikit-learn/numpy/scipy that you trust the model to hold (repeatable)")
+    c.add_argument("--force", action="store_true", help="replace --out if it exists")
+    args = ap.parse_args(argv)
+    try:
+        model = load_model(args.model, args.trust)
+        data = read_table(args.data)
+        holdout = read_table(args.holdout) if args.holdout else None
+        positive = _label_from_text(args.positive_class, model) if args.positive_class is not None else None
+        if args.write_schema:
+            plan, _ = plan_bundle(model, data, args.target, max_categories=args.max_categories,
+                                  schema_file=args.schema, positive_class=positive, trust=args.trust)
+            _print_plan(plan)
+            print(f"wrote {write_schema_file(args.write_schema, plan)}: edit it, then pass --schema")
+            return 0
+        plan = create_bundle(args.out, model, data, args.target, name=args.name, version=args.version,
+                             holdout=holdout, seed=args.seed, max_categories=args.max_categories,
+                             schema_file=args.schema, positive_class=positive, trust=args.trust, force=args.force)
+    except (BundleCreateError, BundleError) as e:
+        print(f"mlpulse bundle create: {e}", file=sys.stderr)
+        return 2
+    _print_plan(plan)
+    print(f"bundle written to {args.out}")
+    return 0
+
+
+def _label_from_text(text: str, model: object) -> object:
+    """The model's class whose text is ``text`` (a command line carries text only)."""
+    from mlpulse.predictor import python_scalar
+    from mlpulse.schema import label_key
+
+    for c in getattr(model, "classes_", ()):
+        if label_key(python_scalar(c)) == text:
+            return python_scalar(c)
+    return text
+
+
+def _print_plan(plan: object) -> None:
+    schema, output = plan.schema, plan.output  # type: ignore[attr-defined]
+    print(f"task: {output.kind}" + (f", classes {list(output.classes)}" if output.classes else "")
+          + (f", positive class {output.positive_class!r}" if output.positive_class is not None else "")
+          + f"; input: {plan.input}")  # type: ignore[attr-defined]
+    for f in schema.features:
+        what = (f"categorical, {len(f.categories)} categories" if f.kind == "categorical"
+                else f"{f.dtype} in [{f.minimum:g}, {f.maximum:g}]" if f.minimum is not None else f.dtype)
+        print(f"  {f.name}: {what}{', nullable' if f.nullable else ', required'}")
+    for note in plan.notes:  # type: ignore[attr-defined]
+        print(f"  note: {note}")
+
+
+def _serve(argv: list[str]) -> int:
+    import os
+
+    ap = argparse.ArgumentParser(prog="mlpulse serve", description="Serve a bundle under gunicorn: POST /v1/predict, "
+                                 "/metrics, /openapi.json (README, Configuration, lists every variable).")
+    ap.add_argument("bundle", help="bundle directory")
+    ap.add_argument("--bind", help="HOST:PORT (default MODEL_SERVICE_BIND or 127.0.0.1:8000)")
+    ap.add_argument("--workers", type=int, help="gunicorn workers (default MODEL_SERVICE_WORKERS or 2)")
+    ap.add_argument("--events", help="event log directory (default MLPULSE_EVENTS_DIR or var/events)")
+    ap.add_argument("--trust", action="append", default=[], metavar="TYPE",
+                    help="a type outside scikit-learn/numpy/scipy the model may hold (repeatable)")
+    args = ap.parse_args(argv)
+    env = dict(os.environ, MODEL_BUNDLE_DIR=os.path.abspath(args.bundle))
+    for key, value in (("MODEL_SERVICE_BIND", args.bind), ("MODEL_SERVICE_WORKERS", args.workers),
+                       ("MLPULSE_EVENTS_DIR", args.events)):
+        if value is not None:
+            env[key] = str(value)
+    if args.trust:
+        env["MLPULSE_TRUSTED_TYPES"] = ",".join(filter(None, [env.get("MLPULSE_TRUSTED_TYPES", ""), *args.trust]))
+    from mlpulse.bundle import BundleError, load_reference
+
+    try:
+        load_reference(args.bundle)  # a clear error here rather than in every worker's log
+    except BundleError as e:
+        print(f"mlpulse serve: {e}", file=sys.stderr)
+        return 2
+    from mlpulse.serving import gunicorn_conf_path
+
+    # gunicorn becomes this process: its signals (TERM, HUP, TTIN) work as documented.
+    os.execve(sys.executable, [sys.executable, "-m", "gunicorn", "-c", gunicorn_conf_path()], env)
+    return 0  # not reached
 
 
 def _generate(argv: list[str]) -> int:
@@ -75,6 +191,8 @@ def _generate(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "bundle": ("bundle a fitted model with its training data (bundle create)", _bundle),
+    "serve": ("serve a bundle under gunicorn", _serve),
     "exporter": ("run the drift exporter", _exporter),
     "generate": ("write or check the generated dashboards, ELK artefacts and native configurations", _generate),
     "elastic-setup": ("apply the ELK artefacts to Elasticsearch and Kibana (or --plan)", _elastic_setup),

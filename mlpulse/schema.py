@@ -6,6 +6,7 @@ the profile builder bins by it, and the exporter and the Elasticsearch template 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -50,13 +51,35 @@ class FeatureSpec:
         return cls(**d)
 
 
+Label = str | int | float | bool  # a class label as the model reports it (a JSON scalar)
+
+
+def label_key(label: Label) -> str:
+    """The text form of a class label: the label itself for a string, its JSON text otherwise
+    (``1`` -> "1", ``True`` -> "true"), which is also what Elasticsearch indexes for a JSON scalar
+    in a keyword field. Metric labels, profile categories and the exporter's lookup all use it."""
+    return label if isinstance(label, str) else json.dumps(label)
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     task: Literal["classification", "regression"]
-    classes: tuple[str, ...] = ()  # classification: class labels, in predict_proba order
-    positive_class: str | None = None  # classification: the class whose probability is "the prediction"
+    classes: tuple[Label, ...] = ()  # classification: the model's labels, as it reports them, in its order
+    positive_class: Label | None = None  # binary: the class whose probability is "the prediction"
     minimum: float | None = None  # regression: expected range
     maximum: float | None = None
+    probabilities: bool = True  # classification: the model has predict_proba
+
+    @property
+    def kind(self) -> str:
+        """binary, multiclass or regression."""
+        if self.task == "regression":
+            return "regression"
+        return "binary" if len(self.classes) == 2 else "multiclass"
+
+    @property
+    def class_keys(self) -> tuple[str, ...]:
+        return tuple(label_key(c) for c in self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,1 +1,2 @@
-"""The reference model service: synthetic data, training, the Flask app and a traffic generator."""
+"""The example model: seeded synthetic credit-default data with drift scenarios (``data``), and the
+training that writes its bundle (``train``). ``mlpulse serve`` serves the bundle like any other."""

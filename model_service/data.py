@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlpulse.predictor import model_input
 from mlpulse.schema import FeatureSchema, FeatureSpec
 
 TARGET = "default"
@@ -155,11 +156,6 @@ def to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def frame_for_model(records: list[dict[str, Any]], schema: FeatureSchema = SCHEMA) -> pd.DataFrame:
-    """The DataFrame a fitted pipeline expects: schema column order, missing as NaN / None."""
-    df = pd.DataFrame.from_records(records, columns=schema.names)
-    for spec in schema.features:
-        if spec.kind == "numeric":
-            df[spec.name] = pd.to_numeric(df[spec.name], errors="coerce").astype(float)
-        else:
-            df[spec.name] = df[spec.name].astype(object)
-    return df
+    """The DataFrame the fitted pipeline expects: what the service builds for a bundle whose input
+    is ``frame`` (``mlpulse.predictor.model_input``)."""
+    return model_input(records, schema, "frame")

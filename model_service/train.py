@@ -100,7 +100,8 @@ def train(out: Path, rows: int = 50_000, seed: int = 7, version: str = "1.0.0") 
         output=OUTPUT,
         profile=profile,
         metrics=metrics,
-        extra={"decision_threshold": 0.5, "training": {"rows": rows, "seed": seed,
+        extra={"input": "frame", "trusted_types": sorted(TRUSTED_TYPES), "decision_threshold": 0.5,
+               "training": {"rows": rows, "seed": seed,
                                                         "seconds": round(time.perf_counter() - started, 2)}},
     )
     return metrics

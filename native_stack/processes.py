@@ -1,5 +1,6 @@
-"""Start and stop the native processes (gunicorn service, later the exporter and Prometheus) on
-127.0.0.1: used by ``make demo`` and by the integration tests, so both run the stack the same way."""
+"""Start and stop the native processes on 127.0.0.1 (the service under gunicorn, the exporter,
+Prometheus, Alertmanager, the webhook receiver): used by ``make demo`` and by the integration
+tests, so both run the stack the same way."""
 
 from __future__ import annotations
 
@@ -107,8 +108,9 @@ def service_env(bundle: Path, events: Path, multiproc: Path, port: int, workers:
 
 
 def start_service(stack: Stack, env: dict[str, str], log: Path, timeout: float = 60.0) -> Process:
-    """gunicorn with the project's config; returns once /readyz answers."""
-    argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "model_service" / "gunicorn_conf.py")]
+    """``mlpulse serve`` (gunicorn with the service's settings) for ``MODEL_BUNDLE_DIR``; returns once
+    /readyz answers."""
+    argv = [sys.executable, "-m", "mlpulse", "serve", env["MODEL_BUNDLE_DIR"]]
     proc = stack.start("model-service", argv, log, env)
     try:
         wait_http(f"http://{env['MODEL_SERVICE_BIND']}/readyz", timeout, proc.popen)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from model_service.app import ServiceConfig, create_app
+from mlpulse.serving.app import ServiceConfig, create_app
 from model_service.train import train
 
 TESTS = Path(__file__).resolve().parent

@@ -97,7 +97,7 @@ def prediction_mapping(models: Sequence[ModelSchema]) -> dict[str, Any]:
         "value": {"type": "double"},
         "class": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
     }
-    classes = sorted({c for m in models if m.output.task == "classification" for c in m.output.classes})
+    classes = sorted({c for m in models if m.output.task == "classification" for c in m.output.class_keys})
     if classes:
         # dynamic false: a model with a new class keeps its events; the class is searchable
         # once the template is regenerated (docs/elk.md, "A new model version").

@@ -71,9 +71,18 @@ class ModelMetrics:
             "Prediction score per record (positive-class probability or regression value); buckets are the "
             "reference profile's quantile edges",
             mv,
-            buckets=histogram_buckets(profile["prediction"]),
+            # A model without a score (labels only) has no edges: one bucket, never observed.
+            buckets=histogram_buckets(profile["prediction"]) or [0.0],
             **kw,
         )
+        # A multiclass model's probability of every class, bucketed by the reference's pooled class
+        # probabilities (one bucket layout per metric, so one for all classes).
+        self.class_probability = None
+        if output.kind == "multiclass" and output.probabilities and "class_probability" in profile:
+            self.class_probability = Histogram(
+                "mlpulse_class_probability", "Probability the model gives each class, per record; buckets are the "
+                "reference's quantile edges of all class probabilities", mv + ("class",),
+                buckets=histogram_buckets(profile["class_probability"]) or [0.0], **kw)
         self.squares = Counter("mlpulse_prediction_squares", "Sum of squared prediction scores, for a windowed "
                                "standard deviation with mlpulse_prediction_sum and _count", mv, **kw)
         self.nonfinite = Counter("mlpulse_prediction_nonfinite", "Predictions that were NaN or infinite", mv, **kw)
@@ -94,7 +103,9 @@ class ModelMetrics:
         self._prediction = self.prediction.labels(name, version)
         self._squares = self.squares.labels(name, version)
         self._nonfinite = self.nonfinite.labels(name, version)
-        self._classes = {c: self.classes.labels(name, version, c) for c in output.classes}
+        self._classes = {c: self.classes.labels(name, version, c) for c in output.class_keys}
+        self._class_probability = [self.class_probability.labels(name, version, c) for c in output.class_keys] \
+            if self.class_probability is not None else []
         self._records = {o: self.records.labels(name, version, o) for o in ("scored", "refused")}
         features = schema.names + [UNKNOWN_FEATURE]
         self._violations = {(f, r): self.violations.labels(name, version, f, r) for f in features for r in REASONS}
@@ -120,9 +131,12 @@ class ModelMetrics:
         self._inference.observe(seconds)
         self._batch.observe(batch_size)
 
-    def observe_predictions(self, scores: Sequence[float], classes: Sequence[str] | None = None) -> None:
+    def observe_predictions(self, scores: Sequence[float] | None, classes: Sequence[str] | None = None,
+                            probabilities: Any = None, *, count: int | None = None) -> None:
+        """One scored batch: ``scores`` (None for a model without one), the predicted classes' texts,
+        every class's probability (rows x classes, multiclass) and the number of records."""
         squares = 0.0
-        for s in scores:
+        for s in scores if scores is not None else ():
             s = float(s)
             if not math.isfinite(s):
                 self._nonfinite.inc()
@@ -132,7 +146,11 @@ class ModelMetrics:
         self._squares.inc(squares)
         for c in classes or ():
             self._classes[c].inc()
-        self._records["scored"].inc(len(scores))
+        if probabilities is not None and self._class_probability:
+            for row in probabilities:
+                for child, p in zip(self._class_probability, row):
+                    child.observe(float(p))
+        self._records["scored"].inc(count if count is not None else (len(scores) if scores is not None else 0))
 
     def observe_refused(self, n_records: int) -> None:
         self._records["refused"].inc(n_records)

@@ -130,7 +130,7 @@ def test_statistic_labels_are_written_only_by_the_drift_module(statistic):
 
 
 def test_request_error_reasons_belong_to_the_service():
-    assert literal_users("malformed_json") == ["model_service/app.py"]
+    assert literal_users("malformed_json") == ["mlpulse/serving/app.py"]
 
 
 def test_the_ring_layout_is_only_the_rings_business():

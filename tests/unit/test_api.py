@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from model_service.app import ServiceConfig, create_app
+from mlpulse.serving.app import ServiceConfig, create_app
 from model_service.data import generate, to_records
 from tests.helpers import read_events, samples, value
 

@@ -1,12 +1,13 @@
 """The service's OpenAPI 3.1 document, built from the bundle's feature and output schema, so the
-document can never describe a different model than the one served."""
+document can never describe a different model than the one served: its records, and a prediction
+shaped by the task (``mlpulse.predictor``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mlpulse.bundle import Bundle
-from mlpulse.schema import REASONS, FeatureSpec
+from mlpulse.schema import REASONS, FeatureSpec, OutputSpec
 
 
 def _feature_schema(f: FeatureSpec) -> dict[str, Any]:
@@ -28,12 +29,34 @@ def _feature_schema(f: FeatureSpec) -> dict[str, Any]:
     return s
 
 
+def _label_schema(output: OutputSpec) -> dict[str, Any]:
+    """A class label as the model reports it (its JSON type kept), or null."""
+    return {"enum": list(output.classes) + [None]}
+
+
+def prediction_schema(output: OutputSpec) -> dict[str, Any]:
+    if output.task == "regression":
+        return {"type": "object", "properties": {
+            "value": {"type": ["number", "null"], "description": "the predicted value (null if not finite)"}},
+            "required": ["value"]}
+    props: dict[str, Any] = {"class": _label_schema(output)}
+    if output.probabilities:
+        what = (f"probability of {output.positive_class!r}" if output.kind == "binary"
+                else "probability of the predicted class")
+        props["value"] = {"type": ["number", "null"], "description": what}
+        props["probabilities"] = {"type": ["object", "null"], "description": "per class, keyed by the label's text",
+                                  "properties": {k: {"type": "number"} for k in output.class_keys}}
+    else:
+        props["value"] = {"type": "null", "description": "the model gives no score, only a label"}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
 def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
     schema = bundle.schema
     output = bundle.output
     record = {
         "type": "object",
-        "description": "One application. Out-of-range numbers and unseen categories are scored and flagged "
+        "description": "One record. Out-of-range numbers and unseen categories are scored and flagged "
         "unless the service refuses them (see GET /v1/model, refuse_reasons).",
         "properties": {f.name: _feature_schema(f) for f in schema.features},
         "required": [f.name for f in schema.features if not f.nullable],
@@ -49,18 +72,7 @@ def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
         },
         "required": ["feature", "field", "reason", "detail"],
     }
-    prediction = {
-        "type": "object",
-        "properties": {
-            "value": {"type": ["number", "null"], "description": f"probability of {output.positive_class!r}"},
-            "class": {"type": ["string", "null"], "enum": list(output.classes) + [None]},
-            "probabilities": {
-                "type": ["object", "null"],
-                "properties": {c: {"type": "number"} for c in output.classes},
-            },
-        },
-        "required": ["value", "class", "probabilities"],
-    }
+    prediction = prediction_schema(output)
     model = {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}}
     scored = {"type": "object", "properties": {"prediction": {"$ref": "#/components/schemas/Prediction"},
                                                "violations": {"type": "array",
@@ -90,7 +102,7 @@ def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{bundle.name} model service", "version": bundle.version,
-                 "description": "Reference service instrumented with mlpulse."},
+                 "description": f"The {output.kind} model {bundle.name!r} served by mlpulse."},
         "paths": {
             "/v1/predict": {"post": {
                 "summary": "Score one record (object) or a batch (array, all or nothing)",

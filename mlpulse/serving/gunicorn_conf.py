@@ -1,4 +1,4 @@
-"""gunicorn settings for the model service: ``gunicorn -c model_service/gunicorn_conf.py``.
+"""gunicorn settings for the model service (``mlpulse serve`` passes this file to gunicorn).
 
 Every setting reads an environment variable with a documented default (README, "Configuration").
 """
@@ -12,7 +12,7 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from mlpulse.gunicorn import child_exit, on_starting  # noqa: E402,F401  (gunicorn reads these names)
 
-wsgi_app = "model_service.wsgi:app"
+wsgi_app = "mlpulse.serving.wsgi:app"
 bind = os.environ.get("MODEL_SERVICE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("MODEL_SERVICE_WORKERS", "2"))
 threads = int(os.environ.get("MODEL_SERVICE_THREADS", "1"))

@@ -1,5 +1,5 @@
 """WSGI entry point for gunicorn: each worker builds its own app (and loads the bundle)."""
 
-from model_service.app import create_app
+from mlpulse.serving.app import create_app
 
 app = create_app()

@@ -1,6 +1,9 @@
-"""The reference Flask service: scores credit-default applications and shows how mlpulse is used.
+"""The model service: serves any valid bundle (``mlpulse serve DIR``), instrumented with mlpulse.
 
     create_app()  # configured from the environment, see ServiceConfig
+
+Nothing here is specific to one model: the bundle's schema validates the records, its declared
+input and task decide how the model is called and what a prediction holds (``mlpulse.predictor``).
 
 Validation policy (``docs/events.md`` and the README say the same): a record whose violations
 include a reason in ``REFUSE_REASONS`` is refused; other violations (by default out-of-range values
@@ -16,10 +19,9 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from flask import Flask, Response, g, request
 from threadpoolctl import threadpool_limits
 from werkzeug.exceptions import HTTPException
@@ -28,10 +30,9 @@ from mlpulse.bundle import Bundle, library_versions, load_bundle
 from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog
 from mlpulse.metrics.flask import FlaskMetrics
 from mlpulse.metrics.model import ModelMetrics
-from mlpulse.schema import REASONS, CheckedRecord, Violation
-from model_service.data import frame_for_model
-from model_service.openapi import openapi_document
-from model_service.train import TRUSTED_TYPES
+from mlpulse.predictor import Predictor
+from mlpulse.schema import REASONS, CheckedRecord, Violation, label_key
+from mlpulse.serving.openapi import openapi_document
 
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -62,7 +63,8 @@ class ServiceConfig:
     max_batch: int = 1000
     max_body_bytes: int = 1 << 20
     refuse_reasons: tuple[str, ...] = ("missing_required", "wrong_type", "non_finite", "unknown_field")
-    trusted_types: tuple[str, ...] = field(default_factory=lambda: TRUSTED_TYPES)
+    # Types trusted beyond those the bundle recorded from scikit-learn, numpy and scipy (see trusted()).
+    trusted_types: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -74,7 +76,7 @@ class ServiceConfig:
             max_batch=int(os.environ.get("MODEL_MAX_BATCH", cls.max_batch)),
             max_body_bytes=int(os.environ.get("MODEL_MAX_BODY_BYTES", cls.max_body_bytes)),
             refuse_reasons=_env_list("MODEL_REFUSE_REASONS", ",".join(cls.refuse_reasons)),
-            trusted_types=TRUSTED_TYPES + _env_list("MODEL_TRUSTED_TYPES", ""),
+            trusted_types=_env_list("MLPULSE_TRUSTED_TYPES", os.environ.get("MODEL_TRUSTED_TYPES", "")),
         )
         c.check()
         return c
@@ -85,6 +87,19 @@ class ServiceConfig:
             raise ValueError(f"MODEL_REFUSE_REASONS has unknown reasons {sorted(unknown)}; known: {list(REASONS)}")
         if self.max_batch < 1 or self.max_body_bytes < 1:
             raise ValueError("MODEL_MAX_BATCH and MODEL_MAX_BODY_BYTES must be positive")
+
+
+def trusted_types(bundle_dir: str, extra: tuple[str, ...]) -> list[str]:
+    """What skops may load: the types the bundle recorded at creation that come from scikit-learn,
+    numpy or scipy, plus those the deployment names (a bundle cannot vouch for its own code)."""
+    from mlpulse.bundle import BundleError, read_metadata
+    from mlpulse.bundle_create import TRUSTED_PREFIXES
+
+    try:
+        recorded = read_metadata(bundle_dir).get("trusted_types") or []
+    except BundleError:
+        recorded = []  # load_bundle names the problem
+    return sorted({t for t in recorded if isinstance(t, str) and t.startswith(TRUSTED_PREFIXES)} | set(extra))
 
 
 class Problem(Exception):
@@ -121,11 +136,8 @@ class Scorer:
     def __init__(self, bundle: Bundle, config: ServiceConfig, events: EventLog, metrics: ModelMetrics):
         self.bundle, self.config, self.events, self.metrics = bundle, config, events, metrics
         self.model_fields = {"name": bundle.name, "version": bundle.version}
-        classes = list(bundle.model.classes_)
-        self.positive = bundle.output.positive_class
-        self.negative = next(c for c in bundle.output.classes if c != self.positive)
-        self.pos_index = classes.index(self.positive)
-        self.threshold = float(bundle.metadata.get("decision_threshold", 0.5))
+        self.predict = Predictor.for_bundle(bundle)
+        self.output = bundle.output
 
     def log(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Write a request's events in one go (one lock, one write: its lines stay together)."""
@@ -188,31 +200,55 @@ class Scorer:
         raise Problem(422, "invalid-records", "Invalid input", f"{what} refused; see errors", errors[:200])
 
     def _score(self, records: list[dict], checked: list[CheckedRecord], single: bool) -> dict[str, Any]:
-        frame = frame_for_model([c.values for c in checked], self.bundle.schema)
         start = time.perf_counter()
-        proba = self.bundle.model.predict_proba(frame)[:, self.pos_index]
+        result = self.predict([c.values for c in checked])
         seconds = time.perf_counter() - start
         self.metrics.observe_inference(seconds, len(records))
         latency_ms = seconds * 1000
-        classes = np.where(proba >= self.threshold, self.positive, self.negative)
-        self.metrics.observe_predictions(proba, [c for p, c in zip(proba, classes) if math.isfinite(p)])
+        answers, texts = self._predictions(result)
+        scores = result.values if self.output.task == "regression" or self.output.probabilities else None
+        self.metrics.observe_predictions(scores, [t for t in texts if t is not None], result.probabilities,
+                                         count=len(records))
         known = set(self.bundle.schema.names)
         out, events = [], []
         n = len(records)
-        for i, (rec, c, p, cls) in enumerate(zip(records, checked, proba, classes)):
+        for i, (rec, c, answer, text) in enumerate(zip(records, checked, answers, texts)):
             self.metrics.observe_missing(c.values)
-            p = float(p)
-            prediction = {"value": p if math.isfinite(p) else None, "class": str(cls) if math.isfinite(p) else None,
-                          "probabilities": {self.negative: 1 - p, self.positive: p} if math.isfinite(p) else None}
+            # The event keeps the class as its text (one keyword in the index, one key for the
+            # exporter); the client gets the label as the model reports it.
+            logged = dict(answer, **({"class": text} if "class" in answer else {}))
             violations = [_event_violation(v) for v in c.violations]
             events.append((EVENT_SCORED, {"record_index": i, "batch_size": n,
                                           "inputs": {k: v for k, v in rec.items() if k in known},
-                                          "prediction": prediction, "latency_ms": round(latency_ms, 3),
+                                          "prediction": logged, "latency_ms": round(latency_ms, 3),
                                           "violations": violations}))
-            out.append({"prediction": prediction, "violations": [v.to_dict() for v in c.violations]})
+            out.append({"prediction": answer, "violations": [v.to_dict() for v in c.violations]})
         self.log(events)
         head = {"request_id": g.request_id, "model": self.model_fields}
         return {**head, **out[0]} if single else {**head, "predictions": out}
+
+    def _predictions(self, result: Any) -> tuple[list[dict[str, Any]], list[str | None]]:
+        """Each record's prediction as answered, and its class's text (None where there is none)."""
+        answers, texts = [], []
+        keys = self.predict.keys
+        for i, v in enumerate(result.values):
+            v = float(v)
+            finite = math.isfinite(v)
+            if self.output.task == "regression":
+                answers.append({"value": v if finite else None})
+                texts.append(None)
+                continue
+            if not self.output.probabilities:
+                label = result.labels[i]
+                answers.append({"value": None, "class": label})
+                texts.append(label_key(label))
+                continue
+            label = result.labels[i] if finite else None
+            proba = result.probabilities[i]
+            answers.append({"value": v if finite else None, "class": label,
+                            "probabilities": {k: float(p) for k, p in zip(keys, proba)} if finite else None})
+            texts.append(label_key(label) if finite else None)
+        return answers, texts
 
 
 def _event_violation(v: Violation) -> dict[str, str]:
@@ -234,7 +270,7 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
     # One OpenMP thread per worker: gunicorn's workers are the parallelism, and OpenMP threads
     # spinning on a small batch cost more than they save, badly so when cores are shared.
     threadpool_limits(limits=int(os.environ.get("MODEL_OMP_THREADS", "1")), user_api="openmp")
-    bundle = load_bundle(config.bundle_dir, trusted=config.trusted_types)
+    bundle = load_bundle(config.bundle_dir, trusted=trusted_types(config.bundle_dir, config.trusted_types))
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
