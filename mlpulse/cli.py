@@ -65,7 +65,18 @@ def _bundle(argv: list[str]) -> int:
     c.add_argument("--trust", action="append", default=[], metavar="TYPE",
                    help="a type outside scikit-learn/numpy/scipy that you trust the model to hold (repeatable)")
     c.add_argument("--force", action="store_true", help="replace --out if it exists")
+    d = sub.add_parser("digest", help="print the digest a deployment pins (MLPULSE_BUNDLE_DIGEST)")
+    d.add_argument("dir", help="bundle directory")
     args = ap.parse_args(argv)
+    if args.command == "digest":
+        from mlpulse.bundle import bundle_digest
+
+        try:
+            print(bundle_digest(args.dir))
+        except BundleError as e:
+            print(f"mlpulse bundle digest: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         model = load_model(args.model, args.trust)
         data = read_table(args.data)

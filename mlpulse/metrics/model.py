@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mlpulse.bundle import library_versions
+from mlpulse.events import WRITE_ERROR_CAUSES
 from mlpulse.profile import histogram_buckets
 from mlpulse.schema import REASONS, UNKNOWN_FEATURE, FeatureSchema, OutputSpec, Violation
 
@@ -94,7 +95,11 @@ class ModelMetrics:
                                "records", mv + ("feature",), **kw)
         self.request_errors = Counter("mlpulse_request_errors", "Prediction requests refused as a whole, by reason",
                                       mv + ("reason",), **kw)
-        self.event_errors = Counter("mlpulse_event_write_errors", "Prediction events that could not be written", mv, **kw)
+        self.event_errors = Counter("mlpulse_event_write_errors", "Prediction events that could not be written, by "
+                                    "cause (disk_full, permission, io, encode)", mv + ("cause",), **kw)
+        self.event_files_lost = Counter("mlpulse_event_files_lost", "Rotated event files deleted before every "
+                                        "registered reader had read them, by cause (budget: the disk budget)",
+                                        mv + ("cause",), **kw)
 
         # Children created up front: every series exists from the first scrape, so rate() and
         # absent-based rules work before the first bad record.
@@ -111,7 +116,8 @@ class ModelMetrics:
         self._violations = {(f, r): self.violations.labels(name, version, f, r) for f in features for r in REASONS}
         self._missing = {f: self.missing.labels(name, version, f) for f in schema.names}
         self._request_errors = {r: self.request_errors.labels(name, version, r) for r in request_error_reasons}
-        self._event_errors = self.event_errors.labels(name, version)
+        self._event_errors = {c: self.event_errors.labels(name, version, c) for c in WRITE_ERROR_CAUSES}
+        self._event_files_lost = {c: self.event_files_lost.labels(name, version, c) for c in ("budget",)}
         self._trained_at = _timestamp(trained_at)
         self._trained_libraries = trained_libraries
 
@@ -172,5 +178,8 @@ class ModelMetrics:
             child = self._request_errors[reason] = self.request_errors.labels(*self.labels.values(), reason)
         child.inc()
 
-    def observe_event_error(self) -> None:
-        self._event_errors.inc()
+    def observe_event_error(self, cause: str = "io", n: int = 1) -> None:
+        self._event_errors[cause if cause in self._event_errors else "io"].inc(n)
+
+    def observe_event_files_lost(self, cause: str, n: int) -> None:
+        self._event_files_lost[cause].inc(n)

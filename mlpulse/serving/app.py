@@ -14,6 +14,7 @@ all or nothing. Every record, scored or refused, becomes one event line and is c
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -24,19 +25,22 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 from threadpoolctl import threadpool_limits
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from mlpulse.bundle import Bundle, library_versions, load_bundle
-from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog
+from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog, EventWriteError
 from mlpulse.metrics.flask import FlaskMetrics
 from mlpulse.metrics.model import ModelMetrics
 from mlpulse.predictor import Predictor
 from mlpulse.schema import REASONS, CheckedRecord, Violation, label_key
 from mlpulse.serving.openapi import openapi_document
 
+log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 RAW_INPUT_LIMIT = 8192  # bytes of a refused record kept in its event
+MAX_DEPTH = 16  # nesting of a body: a record is a flat object, anything deeper is refused whole
+MAX_EVENT_VIOLATIONS = 32  # violations written per record's event (all are counted in the metrics)
 
 # Why a request is refused as a whole (mlpulse_request_errors_total{reason}, the problem type).
 REQUEST_ERROR_REASONS = (
@@ -44,6 +48,7 @@ REQUEST_ERROR_REASONS = (
     "malformed_json",
     "body_too_large",
     "invalid_body",
+    "body_too_deep",
     "batch_too_large",
     "empty_batch",
     "invalid_records",
@@ -52,6 +57,15 @@ REQUEST_ERROR_REASONS = (
 
 def _env_list(name: str, default: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in os.environ.get(name, default).split(",") if x.strip())
+
+
+def _env_or_file(name: str) -> str:
+    """``$NAME``, or the content of the file ``$NAME_FILE`` names."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    return os.environ.get(name, "").strip()
 
 
 @dataclass
@@ -65,6 +79,16 @@ class ServiceConfig:
     refuse_reasons: tuple[str, ...] = ("missing_required", "wrong_type", "non_finite", "unknown_field")
     # Types trusted beyond those the bundle recorded from scikit-learn, numpy and scipy (see trusted()).
     trusted_types: tuple[str, ...] = ()
+    # Position files of the event log's registered readers (exporter checkpoint, Logstash sincedb) and
+    # the disk budget of all event files (0: 4 x (backup_count + 1) x max_bytes when readers are set).
+    events_readers: tuple[str, ...] = ()
+    events_max_total_bytes: int = 0
+    # Inputs never written to the event log (dropped) or written as "***" (masked): personal data.
+    events_drop_fields: tuple[str, ...] = ()
+    events_mask_fields: tuple[str, ...] = ()
+    # The digest(s) the bundle must have (mlpulse bundle digest), from outside the bundle: a bundle
+    # edited in place (threshold, ranges, model) is then refused instead of served.
+    bundle_digest: str = ""
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -77,6 +101,11 @@ class ServiceConfig:
             max_body_bytes=int(os.environ.get("MODEL_MAX_BODY_BYTES", cls.max_body_bytes)),
             refuse_reasons=_env_list("MODEL_REFUSE_REASONS", ",".join(cls.refuse_reasons)),
             trusted_types=_env_list("MLPULSE_TRUSTED_TYPES", os.environ.get("MODEL_TRUSTED_TYPES", "")),
+            events_readers=_env_list("MLPULSE_EVENTS_READERS", ""),
+            events_max_total_bytes=int(os.environ.get("MLPULSE_EVENTS_MAX_TOTAL_BYTES", "0")),
+            events_drop_fields=_env_list("MLPULSE_EVENTS_DROP_FIELDS", ""),
+            events_mask_fields=_env_list("MLPULSE_EVENTS_MASK_FIELDS", ""),
+            bundle_digest=_env_or_file("MLPULSE_BUNDLE_DIGEST"),
         )
         c.check()
         return c
@@ -87,6 +116,14 @@ class ServiceConfig:
             raise ValueError(f"MODEL_REFUSE_REASONS has unknown reasons {sorted(unknown)}; known: {list(REASONS)}")
         if self.max_batch < 1 or self.max_body_bytes < 1:
             raise ValueError("MODEL_MAX_BATCH and MODEL_MAX_BODY_BYTES must be positive")
+        both = set(self.events_drop_fields) & set(self.events_mask_fields)
+        if both:
+            raise ValueError(f"fields both dropped and masked: {sorted(both)}")
+
+    def events_budget(self) -> int:
+        if self.events_max_total_bytes or not self.events_readers:
+            return self.events_max_total_bytes
+        return 4 * (self.events_backup_count + 1) * self.events_max_bytes
 
 
 def trusted_types(bundle_dir: str, extra: tuple[str, ...]) -> list[str]:
@@ -124,6 +161,19 @@ def problem_response(p: Problem) -> Response:
     return Response(json.dumps(body), status=p.status, mimetype=PROBLEM_JSON)
 
 
+def read_body(limit: int) -> bytes | None:
+    """The request body, or None if it is longer than ``limit`` bytes, whatever the transfer
+    encoding: a chunked body has no Content-Length, so it is read up to one byte past the limit
+    rather than cut silently at it."""
+    if request.content_length is not None:
+        return request.get_data(cache=False) if request.content_length <= limit else None
+    stream = request.environ.get("wsgi.input")
+    if stream is None or not request.environ.get("wsgi.input_terminated"):
+        return b""  # WSGI: without a length or a terminated input there is no body to read
+    data = stream.read(limit + 1)
+    return None if len(data) > limit else data
+
+
 def _reject_constant(token: str) -> float:
     """json.loads calls this for NaN and Infinity: keep them as floats so the schema check can
     name the field, instead of failing the whole body."""
@@ -144,9 +194,11 @@ class Scorer:
         head = {"request_id": g.request_id, "model": self.model_fields}
         try:
             self.events.write_many([(event, {**head, **fields}) for event, fields in events])
-        except Exception:  # a full disk must not take the service down; it is counted and alerted on
-            for _ in events:
-                self.metrics.observe_event_error()
+        except EventWriteError as e:  # a full disk must not take the service down: counted, alerted on
+            self.metrics.observe_event_error(e.cause, len(events))
+        except Exception:
+            log.exception("event lines not written")
+            self.metrics.observe_event_error("io", len(events))
 
     def refuse_request(self, status: int, reason: str, title: str, detail: str, body_bytes: int) -> Problem:
         self.metrics.observe_request_error(reason)
@@ -158,10 +210,19 @@ class Scorer:
             raise self.refuse_request(415, "unsupported_media_type", "Unsupported media type",
                                       f"Content-Type must be application/json, got {content_type!r}", len(raw))
         try:
-            body = json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            text = raw.decode("utf-8")  # strictly: json.loads would also take UTF-16 and UTF-32
+        except UnicodeDecodeError as e:
+            raise self.refuse_request(400, "malformed_json", "Malformed JSON", f"body is not UTF-8: {e}",
+                                      len(raw)) from None
+        try:
+            body = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
             raise self.refuse_request(400, "malformed_json", "Malformed JSON", f"body is not valid JSON: {e}",
                                       len(raw)) from None
+        if _depth_exceeds(body, MAX_DEPTH):
+            raise self.refuse_request(422, "body_too_deep", "Body too deep",
+                                      f"the body nests more than {MAX_DEPTH} levels; a record is a flat object",
+                                      len(raw))
         single = isinstance(body, dict)
         if not single and not isinstance(body, list):
             raise self.refuse_request(422, "invalid_body", "Invalid body",
@@ -191,8 +252,8 @@ class Scorer:
         self.metrics.observe_request_error("invalid_records")
         n = len(records)
         self.log([(EVENT_REFUSED, {"record_index": i, "batch_size": n,
-                                   "raw_inputs": json.dumps(rec, default=str)[:RAW_INPUT_LIMIT],
-                                   "violations": [_event_violation(v) for v in c.violations]})
+                                   "raw_inputs": _raw_text(rec),
+                                   **_event_violations(c.violations)})
                   for i, (rec, c) in enumerate(zip(records, checked))])
         errors = [{"record": i, **v.to_dict()} for i in refused for v in checked[i].violations
                   if v.reason in self.config.refuse_reasons]
@@ -217,15 +278,23 @@ class Scorer:
             # The event keeps the class as its text (one keyword in the index, one key for the
             # exporter); the client gets the label as the model reports it.
             logged = dict(answer, **({"class": text} if "class" in answer else {}))
-            violations = [_event_violation(v) for v in c.violations]
             events.append((EVENT_SCORED, {"record_index": i, "batch_size": n,
-                                          "inputs": {k: v for k, v in rec.items() if k in known},
+                                          "inputs": self._logged_inputs(rec, known),
                                           "prediction": logged, "latency_ms": round(latency_ms, 3),
-                                          "violations": violations}))
+                                          **_event_violations(c.violations)}))
             out.append({"prediction": answer, "violations": [v.to_dict() for v in c.violations]})
         self.log(events)
         head = {"request_id": g.request_id, "model": self.model_fields}
         return {**head, **out[0]} if single else {**head, "predictions": out}
+
+    def _logged_inputs(self, rec: dict[str, Any], known: set[str]) -> dict[str, Any]:
+        """The record's schema fields as written to the event log: dropped and masked fields applied."""
+        drop, mask = self.config.events_drop_fields, self.config.events_mask_fields
+        out = {}
+        for k, v in rec.items():
+            if k in known and k not in drop:
+                out[k] = "***" if (k in mask and v is not None) else v
+        return out
 
     def _predictions(self, result: Any) -> tuple[list[dict[str, Any]], list[str | None]]:
         """Each record's prediction as answered, and its class's text (None where there is none)."""
@@ -255,6 +324,41 @@ def _event_violation(v: Violation) -> dict[str, str]:
     return {"feature": v.feature, "field": v.field or v.feature, "reason": v.reason}
 
 
+def _event_violations(violations: list[Violation]) -> dict[str, Any]:
+    """The event's violations, at most MAX_EVENT_VIOLATIONS of them; ``violations_total`` says how
+    many there were when some were left out (every one is counted in the metrics)."""
+    out: dict[str, Any] = {"violations": [_event_violation(v) for v in violations[:MAX_EVENT_VIOLATIONS]]}
+    if len(violations) > MAX_EVENT_VIOLATIONS:
+        out["violations_total"] = len(violations)
+    return out
+
+
+def _raw_text(record: Any) -> str:
+    """A refused record as JSON text, cut to RAW_INPUT_LIMIT characters; never raises."""
+    try:
+        text = json.dumps(record, default=str, ensure_ascii=True)
+    except (ValueError, RecursionError, TypeError):
+        text = repr(record)
+    return text[:RAW_INPUT_LIMIT]
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests deeper than ``limit`` (iterative: no recursion on hostile input)."""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            items = v.values()
+        elif isinstance(v, list):
+            items = v
+        else:
+            continue
+        if d > limit:
+            return True
+        stack.extend((x, d + 1) for x in items)
+    return False
+
+
 class _Unmonitored:
     """Stands in for the metrics and the event log in an app built with monitored=False (the
     baseline of the instrumentation benchmark): every call does nothing."""
@@ -270,7 +374,8 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
     # One OpenMP thread per worker: gunicorn's workers are the parallelism, and OpenMP threads
     # spinning on a small batch cost more than they save, badly so when cores are shared.
     threadpool_limits(limits=int(os.environ.get("MODEL_OMP_THREADS", "1")), user_api="openmp")
-    bundle = load_bundle(config.bundle_dir, trusted=trusted_types(config.bundle_dir, config.trusted_types))
+    bundle = load_bundle(config.bundle_dir, trusted=trusted_types(config.bundle_dir, config.trusted_types),
+                         pinned=config.bundle_digest or None)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
@@ -291,7 +396,9 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
             request_error_reasons=REQUEST_ERROR_REASONS,
         )
         model_metrics.mark_loaded()
-        events = EventLog(config.events_dir, config.events_max_bytes, config.events_backup_count)
+        events = EventLog(config.events_dir, config.events_max_bytes, config.events_backup_count,
+                          readers=config.events_readers, max_total_bytes=config.events_budget(),
+                          on_loss=model_metrics.observe_event_files_lost)
     scorer = Scorer(bundle, config, events, model_metrics)
     app.extensions["mlpulse_scorer"] = scorer
 
@@ -319,7 +426,10 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
                                       f"the body exceeds {config.max_body_bytes} bytes", request.content_length or 0)
             return problem_response(p)
         slug = (e.name or "error").lower().replace(" ", "-")
-        return problem_response(Problem(e.code or 500, slug, e.name, e.description or e.name))
+        response = problem_response(Problem(e.code or 500, slug, e.name, e.description or e.name))
+        if isinstance(e, MethodNotAllowed) and e.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(e.valid_methods))
+        return response
 
     @app.errorhandler(Exception)
     def on_error(e: Exception) -> Response:
@@ -328,7 +438,11 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
 
     @app.post("/v1/predict")
     def predict() -> Response:
-        return app.json.response(scorer.score(request.get_data(cache=False), request.mimetype or None))
+        raw = read_body(config.max_body_bytes)
+        if raw is None:
+            raise scorer.refuse_request(413, "body_too_large", "Body too large",
+                                        f"the body exceeds {config.max_body_bytes} bytes", config.max_body_bytes + 1)
+        return app.json.response(scorer.score(raw, request.mimetype or None))
 
     @app.get("/v1/model")
     def model_info() -> Response:

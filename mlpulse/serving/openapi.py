@@ -73,7 +73,8 @@ def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
         "required": ["feature", "field", "reason", "detail"],
     }
     prediction = prediction_schema(output)
-    model = {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}}}
+    model = {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+             "required": ["name", "version"]}
     scored = {"type": "object", "properties": {"prediction": {"$ref": "#/components/schemas/Prediction"},
                                                "violations": {"type": "array",
                                                               "items": {"$ref": "#/components/schemas/Violation"}}},
@@ -112,11 +113,15 @@ def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
                     {"type": "array", "items": {"$ref": "#/components/schemas/Record"}, "minItems": 1,
                      "maxItems": max_batch}]}}}},
                 "responses": {
+                    # One record answers with "prediction", a batch with "predictions": each answer
+                    # matches exactly one branch, as oneOf requires.
                     "200": {"description": "scored", "content": {"application/json": {"schema": {"oneOf": [
                         {"allOf": [{"type": "object", "properties": {"request_id": {"type": "string"},
-                                                                      "model": model}}, scored]},
+                                                                      "model": model},
+                                    "required": ["request_id", "model"]}, scored]},
                         {"type": "object", "properties": {"request_id": {"type": "string"}, "model": model,
-                                                          "predictions": {"type": "array", "items": scored}}},
+                                                          "predictions": {"type": "array", "items": scored}},
+                         "required": ["request_id", "model", "predictions"]},
                     ]}}}},
                     **problems(400, 413, 415, 422),
                 },

@@ -155,6 +155,16 @@ class FileSource:
                                   value=stats.truncations)
         yield CounterMetricFamily("mlpulse_exporter_read_errors", "Errors reading event files",
                                   value=stats.read_errors)
+        # What was lost, by cause: files gone before they were read to the end, an unterminated last
+        # line of a deleted file, a checkpoint that could not be read (a fresh start), a remembered
+        # file identity that now holds other content.
+        lost = CounterMetricFamily("mlpulse_exporter_events_lost", "Event data the exporter could not read, by "
+                                   "cause", labels=["cause"])
+        for cause, n in (("file_deleted_unread", stats.files_lost), ("partial_line_dropped", stats.partial_dropped),
+                         ("checkpoint_unreadable", stats.checkpoint_errors),
+                         ("file_replaced", stats.fingerprint_mismatches)):
+            lost.add_metric([cause], n)
+        yield lost
         yield GaugeMetricFamily("mlpulse_exporter_files_tracked", "Event files open", value=stats.files_tracked)
         yield GaugeMetricFamily("mlpulse_exporter_events_dir_missing", "1 if the events directory was missing at "
                                 "the last listing", value=float(stats.missing_dir))
