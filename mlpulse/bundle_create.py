@@ -84,7 +84,7 @@ def read_table(path: str | os.PathLike[str]) -> Any:
         try:
             return pd.read_parquet(p)
         except ImportError as e:
-            raise BundleCreateError(f"reading {p} needs a Parquet engine (pip install pyarrow): {e}") from None
+            raise BundleCreateError(f"reading {p} needs a Parquet engine (pip install 'mlpulse[parquet]'): {e}") from None
     if suffix in (".csv", ".txt", ".gz"):
         return pd.read_csv(p)
     raise BundleCreateError(f"{p}: expected a .csv or .parquet file")

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 from mlpulse.bundle import load_bundle, load_reference
-from mlpulse.bundle_create import BundleCreateError, create_bundle, plan_bundle, write_schema_file
+from mlpulse.bundle_create import BundleCreateError, create_bundle, plan_bundle, read_table, write_schema_file
 from mlpulse.cli import main
 from mlpulse.serving.app import ServiceConfig, create_app
 from tests.helpers import read_events, samples, value
@@ -146,6 +146,21 @@ def test_classes_that_read_the_same_as_text_are_refused(tmp_path):
     model = DummyClassifier().fit(frame.drop(columns="target"), frame["target"])
     model.classes_ = np.array([1, "1"], dtype=object)
     refused(tmp_path, "collide once written as text", model, frame.assign(target=1), "target")
+
+
+def test_parquet_and_csv_tables_give_the_same_bundle_schema(tmp_path):
+    frame = cancer()
+    model = fit(frame)
+    sio.dump(model, tmp_path / "model.skops")
+    frame.to_parquet(tmp_path / "data.parquet")
+    for data in (_csv(frame, tmp_path), tmp_path / "data.parquet"):
+        out = tmp_path / f"b-{data.suffix[1:]}"
+        assert main(["bundle", "create", "--data", str(data), "--target", "target", "--model",
+                     str(tmp_path / "model.skops"), "--out", str(out)]) == 0
+    assert (json.loads((tmp_path / "b-csv" / "metadata.json").read_text())["features"]
+            == json.loads((tmp_path / "b-parquet" / "metadata.json").read_text())["features"])
+    with pytest.raises(BundleCreateError, match="expected a .csv or .parquet"):
+        read_table(_csv(frame, tmp_path).rename(tmp_path / "data.xlsx"))
 
 
 def test_a_foreign_type_is_refused_until_trusted_by_name(tmp_path, capsys):
