@@ -52,5 +52,12 @@ bench-drift: venv
 	test -x .venv-bench/bin/python || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install --quiet -e . evidently 'pandas<3')
 	.venv-bench/bin/python -m bench.drift
 
+# .env and var/secrets/ for docker compose, with random secrets (docs/security.md). Never
+# overwrites: an existing .env or var/secrets/ is kept, only a missing one is written (remove
+# one to rotate its secrets, then recreate the stack). `make clean` removes var/secrets/.
+.PHONY: env
+env: venv
+	$(PY) -m mlpulse.prometheus.native env --env-file .env --secrets-dir var/secrets
+
 clean:
 	rm -rf var .pytest_cache

@@ -59,19 +59,24 @@ def committed_files(name: str, root: Path, bundles: Sequence[str | Path]) -> tup
 
 
 def write_native(root: Path, out: Path) -> list[Path]:
-    """Native Prometheus and Alertmanager configurations for the default loopback ports."""
+    """Native Prometheus and Alertmanager configurations for the default loopback ports, each with
+    its web configuration (basic auth, a fresh random password: ``web.yml`` and ``password`` next
+    to the configuration; run with ``--web.config.file``)."""
     from mlpulse.prometheus.native import (
         ALERTMANAGER_FILE,
         CONFIG_FILE,
         write_native_alertmanager_config,
         write_native_config,
+        write_web_auth,
     )
 
+    auths = {server: write_web_auth(out / server, server, root=root) for server in ("prometheus", "alertmanager")}
     prometheus = write_native_config(out / "prometheus", NATIVE_TARGETS, alertmanagers=[NATIVE_ALERTMANAGER],
+                                     password_files={s: a.password_file for s, a in auths.items()},
                                      config_path=root / CONFIG_FILE)
     alertmanager = write_native_alertmanager_config(out / "alertmanager", NATIVE_WEBHOOK,
                                                     config_path=root / ALERTMANAGER_FILE)
-    return [prometheus, alertmanager]
+    return [prometheus, alertmanager, auths["prometheus"].web_config, auths["alertmanager"].web_config]
 
 
 def generate(names: Sequence[str], root: Path, bundles: Sequence[str | Path], *, check: bool = False,

@@ -25,15 +25,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    """Wait until ``url`` answers 200; fail early with the process's exit if it died."""
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None,
+              auth: tuple[str, str] | None = None) -> None:
+    """Wait until ``url`` answers 200 (with basic ``auth`` if given: Prometheus and Alertmanager
+    always want it); fail early with the process's exit if it died."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
         try:
-            r = requests.get(url, timeout=2)
+            r = requests.get(url, timeout=2, auth=auth)
             if r.status_code == 200:
                 return
             last = f"HTTP {r.status_code}"

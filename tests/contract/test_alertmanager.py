@@ -14,6 +14,7 @@ import pytest
 import requests
 import yaml
 
+from mlpulse.prometheus.native import write_web_auth
 from native_stack.processes import Stack, free_port, wait_http
 from tests.helpers import ROOT
 
@@ -206,12 +207,15 @@ def test_inhibitions_on_a_running_alertmanager(tmp_path):
         pytest.skip("alertmanager is not installed (Debian package prometheus-alertmanager)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    web = write_web_auth(tmp_path / "auth", "alertmanager", root=ROOT)
+    auth = web.auth
     with Stack() as stack:
         proc = stack.start("alertmanager", [ALERTMANAGER, f"--config.file={CONFIG}",
                                             f"--storage.path={tmp_path / 'data'}",
-                                            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                                            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+                                            web.flag],
                            tmp_path / "alertmanager.log")
-        wait_http(f"{url}/-/ready", 30, proc.popen)
+        wait_http(f"{url}/-/ready", 30, proc.popen, auth=auth)
 
         def alert(name, severity, team, **labels):
             return {"labels": {"alertname": name, "severity": severity, "team": team, "stack": "mlpulse", **labels},
@@ -229,7 +233,7 @@ def test_inhibitions_on_a_running_alertmanager(tmp_path):
             alert("DriftExporterDown", "warning", "ops", job="drift-exporter", instance="drift-exporter:9108"),
             alert("DriftExporterLagging", "warning", "ops", job="drift-exporter", instance="drift-exporter:9108"),
         ]
-        assert requests.post(f"{url}/api/v2/alerts", json=posted, timeout=5).status_code == 200
+        assert requests.post(f"{url}/api/v2/alerts", json=posted, auth=auth, timeout=5).status_code == 200
 
         def key(a):
             lab = a["labels"]
@@ -243,7 +247,7 @@ def test_inhibitions_on_a_running_alertmanager(tmp_path):
         }
         deadline = time.monotonic() + 15
         while True:
-            got = {key(a): a["status"] for a in requests.get(f"{url}/api/v2/alerts", timeout=5).json()}
+            got = {key(a): a["status"] for a in requests.get(f"{url}/api/v2/alerts", auth=auth, timeout=5).json()}
             suppressed = {k for k, s in got.items() if s["inhibitedBy"]}
             if (len(got) == len(posted) and suppressed == want_suppressed) or time.monotonic() > deadline:
                 break
@@ -253,7 +257,7 @@ def test_inhibitions_on_a_running_alertmanager(tmp_path):
         assert got[("FeatureDrift", "warning", "fraud")]["state"] == "active"
 
         # The Alertmanager metrics the Prometheus rules read exist in this version.
-        text = requests.get(f"{url}/metrics", timeout=5).text
+        text = requests.get(f"{url}/metrics", auth=auth, timeout=5).text
         rules_text = ALERT_RULES.read_text()
         for name in set(re.findall(r"\balertmanager_[a-z_]+", rules_text)):
             assert re.search(rf"^{name}[{{ ]", text, re.M), f"Alertmanager exposes no {name}"

@@ -512,7 +512,7 @@ def interpolate(expr: str, values: dict[str, list[str]], multi: set[str]) -> str
     return _VAR.sub(sub, expr)
 
 
-def resolve_variables(prom: str, d: dict) -> tuple[dict[str, list[str]], set[str]]:
+def resolve_variables(prom: str, d: dict, auth: tuple[str, str]) -> tuple[dict[str, list[str]], set[str]]:
     """Run every variable query in order (later ones use earlier values), as Grafana does."""
     values: dict[str, list[str]] = {}
     multi: set[str] = set()
@@ -524,7 +524,7 @@ def resolve_variables(prom: str, d: dict) -> tuple[dict[str, list[str]], set[str
         m = _LABEL_VALUES.fullmatch(v["definition"].strip())
         assert m, f"{d['uid']}: variable {name} is not label_values(): {v['definition']}"
         params = {"match[]": interpolate(m.group(1), values, multi)} if m.group(1) else {}
-        r = requests.get(f"{prom}/api/v1/label/{m.group(2)}/values", params=params, timeout=10).json()
+        r = requests.get(f"{prom}/api/v1/label/{m.group(2)}/values", params=params, auth=auth, timeout=10).json()
         assert r["status"] == "success" and r["data"], f"{d['uid']}: variable {name} ({params}) has no values"
         if v["multi"]:
             values[name], _ = r["data"], multi.add(name)
@@ -536,10 +536,11 @@ def resolve_variables(prom: str, d: dict) -> tuple[dict[str, list[str]], set[str
     return values, multi
 
 
-def query(prom: str, expr: str, start: float | None = None) -> dict:
+def query(prom: str, expr: str, auth: tuple[str, str], start: float | None = None) -> dict:
+    """An instant query (a range query from ``start``); Prometheus always wants basic auth."""
     if start is None:
-        return requests.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()
-    return requests.get(f"{prom}/api/v1/query_range", timeout=10,
+        return requests.get(f"{prom}/api/v1/query", params={"query": expr}, auth=auth, timeout=10).json()
+    return requests.get(f"{prom}/api/v1/query_range", timeout=10, auth=auth,
                         params={"query": expr, "start": start, "end": time.time(), "step": "1s"}).json()
 
 
@@ -591,11 +592,14 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
     slice_ = re.search(r'^slice\s*=\s*"([^"]+)"', exporter_toml, re.M).group(1)
     port, exp_port, prom_port = free_port(), free_port(), free_port()
     prom, url = f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{port}"
+    web = pc.write_web_auth(tmp_path / "prometheus-auth", "prometheus", root=ROOT)
+    auth = web.auth
     config = pc.write_native_config(
         tmp_path / "prometheus",
         {"model-service": f"127.0.0.1:{port}", "drift-exporter": f"127.0.0.1:{exp_port}",
          "prometheus": f"127.0.0.1:{prom_port}"},
-        scrape_interval=SCRAPE, evaluation_interval=SCRAPE, config_path=ROOT / pc.CONFIG_FILE)
+        scrape_interval=SCRAPE, evaluation_interval=SCRAPE, password_files={"prometheus": web.password_file},
+        config_path=ROOT / pc.CONFIG_FILE)
     with Stack() as stack:
         start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", port, workers=2),
                       tmp_path / "service.log")
@@ -606,10 +610,11 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
                        tmp_path / "exporter.log")
         proc = stack.start("prometheus", [PROMETHEUS, f"--config.file={config}",
                                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                          f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path / "prometheus.log")
-        wait_http(f"{prom}/-/ready", 30, proc.popen)
+                                          f"--web.listen-address=127.0.0.1:{prom_port}", web.flag],
+                           tmp_path / "prometheus.log")
+        wait_http(f"{prom}/-/ready", 30, proc.popen, auth=auth)
         started = time.time()
-        wait_for(lambda: {s["metric"]["job"] for s in query(prom, "up == 1")["data"]["result"]}
+        wait_for(lambda: {s["metric"]["job"] for s in query(prom, "up == 1", auth)["data"]["result"]}
                  >= {"model-service", "drift-exporter"}, 30, "a first scrape of the service and the exporter")
 
         # Baseline, drifted, broken-feed, flagged and refused traffic: every series the panels read.
@@ -624,13 +629,13 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
                            f'mlpulse_window_prediction{{window="{db.DEFAULT_WINDOW}"}}',
                            'sum(rate(mlpulse_http_requests_total{route="/v1/predict"}[4s])) > 0',
                            "mlpulse_process_resident_memory_bytes", "mlpulse_exporter_lag_seconds"):
-                wait_for(lambda s=series: query(prom, s)["data"]["result"], 60, series)
-            windows = requests.get(f"{prom}/api/v1/label/window/values", timeout=5).json()["data"]
+                wait_for(lambda s=series: query(prom, s, auth)["data"]["result"], 60, series)
+            windows = requests.get(f"{prom}/api/v1/label/window/values", auth=auth, timeout=5).json()["data"]
             assert sorted(windows) == sorted(rule.windows)
 
             failures, ran = [], 0
             for name, d in committed().items():
-                values, multi = resolve_variables(prom, d)
+                values, multi = resolve_variables(prom, d, auth)
                 exprs = [(f"{p['title']} / {t['refId']}", t["expr"], None) for p, t in prometheus_targets(d)]
                 # Annotations are range queries over the dashboard's time range.
                 exprs += [(f"annotation {a['name']}", a["expr"], started)
@@ -638,7 +643,7 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
                 for where, expr, start in exprs:
                     final = interpolate(expr, values, multi)
                     assert "$" not in final, f"{name} {where}: unsubstituted variable in {final}"
-                    r = query(prom, final, start)
+                    r = query(prom, final, auth, start)
                     ran += 1
                     if r.get("status") != "success":
                         failures.append(f"{name} {where}: {r.get('error')}\n{final}")

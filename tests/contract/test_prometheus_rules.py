@@ -141,11 +141,12 @@ def test_committed_config_contents():
 
 def test_native_config_is_valid_and_derived_from_the_committed_one(tmp_path):
     needs(PROMTOOL, "promtool")
+    passwords = {"prometheus": tmp_path / "prom-password", "alertmanager": tmp_path / "am-password"}
     path = pc.write_native_config(
         tmp_path / "prom",
         {"model-service": "127.0.0.1:18000", "drift-exporter": ["127.0.0.1:19108"], "prometheus": "127.0.0.1:19090"},
         alertmanagers=["127.0.0.1:19093"], scrape_interval="1s", evaluation_interval="2s", for_override="0s",
-        external_labels={"run": "test"}, config_path=CONFIG,
+        external_labels={"run": "test"}, password_files=passwords, config_path=CONFIG,
     )
     r = run([PROMTOOL, "check", "config", str(path)], cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -158,11 +159,18 @@ def test_native_config_is_valid_and_derived_from_the_committed_one(tmp_path):
     assert native["global"] == {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "2s",
                                 "external_labels": {"stack": "mlpulse", "run": "test"}}
     assert native["alerting"]["alertmanagers"][0]["static_configs"] == [{"targets": ["127.0.0.1:19093"]}]
+    # Prometheus authenticates to Alertmanager and to itself with the native password files.
+    assert native["alerting"]["alertmanagers"][0]["basic_auth"] == \
+        {"username": pc.WEB_USER, "password_file": str(passwords["alertmanager"])}
+    assert "/run/secrets/" not in text
     # Everything else comes from the committed file.
     for job in native["scrape_configs"]:
         (orig,) = [j for j in committed["scrape_configs"] if j["job_name"] == job["job_name"]]
-        assert {k: v for k, v in job.items() if k != "static_configs"} == \
-               {k: v for k, v in orig.items() if k != "static_configs"}
+        if "basic_auth" in orig:
+            server = pc.secret_server(orig["basic_auth"]["password_file"])
+            assert job["basic_auth"] == {**orig["basic_auth"], "password_file": str(passwords[server])}
+        assert {k: v for k, v in job.items() if k not in ("static_configs", "basic_auth")} == \
+               {k: v for k, v in orig.items() if k not in ("static_configs", "basic_auth")}
     assert native["rule_files"] == [f"rules/{p.name}" for p in RULE_FILES]
     copies = {p.name: yaml.safe_load(p.read_text()) for p in (path.parent / "rules").glob("*.yml")}
     assert set(copies) == {p.name for p in RULE_FILES}
@@ -192,17 +200,30 @@ def test_native_config_refuses_unknown_jobs_and_bad_durations(tmp_path):
         pc.native_config({"model-service": "127.0.0.1:1"}, scrape_interval="fast", config=pc.load_config(CONFIG))
     with pytest.raises(ValueError, match="duration"):
         pc.write_native_config(tmp_path, {"model-service": "127.0.0.1:1"}, for_override="soon", config_path=CONFIG)
+    # A job or an Alertmanager that needs a password, without the native password file.
+    with pytest.raises(ValueError, match="password_files"):
+        pc.native_config({"prometheus": "127.0.0.1:1"}, config=pc.load_config(CONFIG))
+    with pytest.raises(ValueError, match="password_files"):
+        pc.native_config({"model-service": "127.0.0.1:1"}, alertmanagers=["127.0.0.1:2"],
+                         password_files={"prometheus": "p"}, config=pc.load_config(CONFIG))
     assert parse_duration("1m30s", prometheus=True) == 90 and parse_duration("500ms", prometheus=True) == 0.5
 
 
 def test_native_config_command_line(tmp_path, capsys):
     assert mlpulse_main(["generate", "native", "--root", str(ROOT), "--native-out", str(tmp_path)]) == 0
     written = [Path(line.removeprefix("wrote ")) for line in capsys.readouterr().out.splitlines()]
-    assert written == [tmp_path / "prometheus" / "prometheus.yml", tmp_path / "alertmanager" / "alertmanager.yml"]
+    assert written == [tmp_path / "prometheus" / "prometheus.yml", tmp_path / "alertmanager" / "alertmanager.yml",
+                       tmp_path / "prometheus" / "web.yml", tmp_path / "alertmanager" / "web.yml"]
+    for server in ("prometheus", "alertmanager"):
+        web = yaml.safe_load((tmp_path / server / "web.yml").read_text())
+        assert list(web["basic_auth_users"]) == [pc.WEB_USER]
+        assert (tmp_path / server / "password").stat().st_mode & 0o077 == 0
     native = pc.load_config(written[0])
     assert [(j["job_name"], j["static_configs"][0]["targets"]) for j in native["scrape_configs"]] == \
            [(job, [address]) for job, address in NATIVE_TARGETS.items()]
     assert native["alerting"]["alertmanagers"][0]["static_configs"] == [{"targets": [NATIVE_ALERTMANAGER]}]
+    assert native["alerting"]["alertmanagers"][0]["basic_auth"]["password_file"] == \
+        str((tmp_path / "alertmanager" / "password").resolve())
 
 
 # --- rules ---------------------------------------------------------------------------------
@@ -398,8 +419,8 @@ def test_rules_read_only_metrics_that_exist(service_names, exporter_names):
 
 # --- the real chain ------------------------------------------------------------------------
 
-def query(prom: str, expr: str) -> list[dict]:
-    return requests.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=5).json()["data"]["result"]
+def query(prom: str, expr: str, auth: tuple[str, str]) -> list[dict]:
+    return requests.get(f"{prom}/api/v1/query", params={"query": expr}, auth=auth, timeout=5).json()["data"]["result"]
 
 
 @pytest.mark.integration
@@ -409,12 +430,16 @@ def test_rules_evaluate_on_the_live_stack(bundle_dir, tmp_path):
     needs(PROMETHEUS, "prometheus")
     port, exp_port, prom_port = free_port(), free_port(), free_port()
     prom = f"http://127.0.0.1:{prom_port}"
+    web = pc.write_web_auth(tmp_path / "prometheus-auth", "prometheus", root=ROOT)
+    auth = web.auth
     config = pc.write_native_config(
         tmp_path / "prometheus",
         {"model-service": f"127.0.0.1:{port}", "drift-exporter": f"127.0.0.1:{exp_port}",
          "prometheus": f"127.0.0.1:{prom_port}"},
         alertmanagers=[f"127.0.0.1:{free_port()}"],  # nothing listens: notifications fail, counted
-        scrape_interval="1s", evaluation_interval="1s", for_override="0s", config_path=CONFIG,
+        scrape_interval="1s", evaluation_interval="1s", for_override="0s",
+        # Nothing listens at that Alertmanager: any password file will do.
+        password_files={"prometheus": web.password_file, "alertmanager": web.password_file}, config_path=CONFIG,
     )
     with Stack() as stack:
         start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", port, workers=1),
@@ -424,11 +449,12 @@ def test_rules_evaluate_on_the_live_stack(bundle_dir, tmp_path):
                        tmp_path / "exporter.log")
         proc = stack.start("prometheus", [PROMETHEUS, f"--config.file={config}",
                                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                          f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path / "prometheus.log")
-        wait_http(f"{prom}/-/ready", 30, proc.popen)
+                                          f"--web.listen-address=127.0.0.1:{prom_port}", web.flag],
+                           tmp_path / "prometheus.log")
+        wait_http(f"{prom}/-/ready", 30, proc.popen, auth=auth)
 
         # rate() needs the counters' values from before the traffic: wait for a first scrape.
-        wait_for(lambda: {s["metric"]["job"] for s in query(prom, "up == 1")} >= {"model-service", "drift-exporter"},
+        wait_for(lambda: {s["metric"]["job"] for s in query(prom, "up == 1", auth)} >= {"model-service", "drift-exporter"},
                  30, "a first successful scrape of the service and the exporter")
         url = f"http://127.0.0.1:{port}"
         # Drifted traffic (income in thousands, ...) and records with a wrong type.
@@ -437,7 +463,7 @@ def test_rules_evaluate_on_the_live_stack(bundle_dir, tmp_path):
         assert send(url, wrong_type, batch=1, concurrency=2) == {422: 40}
 
         def firing():
-            alerts = requests.get(f"{prom}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+            alerts = requests.get(f"{prom}/api/v1/alerts", auth=auth, timeout=5).json()["data"]["alerts"]
             return {(a["labels"]["alertname"], a["labels"].get("feature", ""), a["labels"].get("reason", ""))
                     for a in alerts if a["state"] == "firing"}
 
@@ -449,17 +475,17 @@ def test_rules_evaluate_on_the_live_stack(bundle_dir, tmp_path):
             raise
 
         assert not {a for a in firing() if a[0] in ("ModelServiceDown", "ScrapeTargetMissing", "DriftExporterDown")}
-        groups = requests.get(f"{prom}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        groups = requests.get(f"{prom}/api/v1/rules", auth=auth, timeout=5).json()["data"]["groups"]
         bad = [(g["name"], r["name"], r.get("lastError")) for g in groups for r in g["rules"] if r["health"] != "ok"]
         assert not bad, f"rules failing on live data: {bad}"
         assert sum(len(g["rules"]) for g in groups) == len(load_rules())
         # The recording rules produce series from the real service. (The /v1/predict counters
         # were born with the first burst, so only a later request moves their rate.)
         assert send(url, to_records(generate(50, seed=9)), batch=50) == {200: 1}
-        wait_for(lambda: query(prom, 'job_route:mlpulse_http_requests:rate5m{route="/v1/predict"} > 0'), 30,
+        wait_for(lambda: query(prom, 'job_route:mlpulse_http_requests:rate5m{route="/v1/predict"} > 0', auth), 30,
                  "a request rate of /v1/predict")
-        assert query(prom, 'job_route:mlpulse_http_request_duration_seconds:p95_5m{route="/v1/predict"} > 0')
-        assert query(prom, "model_version:mlpulse_prediction:std5m > 0")
+        assert query(prom, 'job_route:mlpulse_http_request_duration_seconds:p95_5m{route="/v1/predict"} > 0', auth)
+        assert query(prom, "model_version:mlpulse_prediction:std5m > 0", auth)
         # The Prometheus metrics the rules read exist in this version.
-        own = exposed_names(requests.get(f"{prom}/metrics", timeout=5).text)
+        own = exposed_names(requests.get(f"{prom}/metrics", auth=auth, timeout=5).text)
         assert {m for m in MONITORING_METRICS if m.startswith("prometheus_")} <= own
