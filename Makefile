@@ -5,22 +5,27 @@ PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
 DEMO_SECONDS ?= 0
 
-.PHONY: venv bundle demo test lint generate bench bench-drift clean system-deps
+.PHONY: constraints venv bundle demo test lint generate bench bench-drift clean system-deps
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package the tests ran with (regenerate: make constraints).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[service,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[service,dev]'
 	touch $@
+
+constraints:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^mlpulse' > constraints.txt
 
 venv: $(VENV)/.installed
 
-# Prometheus and Alertmanager from Debian, for the integration tests (needs root or sudo).
+# Prometheus, Alertmanager and Chromium from Debian, for the integration tests (needs root or sudo).
+# Chromium opens the drift report in the tests (no console error, no request, a screenshot).
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromium >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager chromium >/dev/null; \
 	fi
 
 $(BUNDLE)/metadata.json: | venv
@@ -51,6 +56,11 @@ bench: venv bundle
 bench-drift: venv
 	test -x .venv-bench/bin/python || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install --quiet -e . evidently 'pandas<3')
 	.venv-bench/bin/python -m bench.drift
+
+# False-alarm rate, power and raw-sample agreement of the drift decisions (docs/drift-statistics.md).
+bench-drift-calibration: venv
+	test -x .venv-bench/bin/python || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install --quiet -e . evidently 'pandas<3')
+	.venv-bench/bin/python -m bench.drift_calibration
 
 # .env and var/secrets/ for docker compose, with random secrets (docs/security.md). Never
 # overwrites: an existing .env or var/secrets/ is kept, only a missing one is written (remove

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 from collections.abc import Iterable
@@ -17,12 +18,13 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from mlpulse.profile import check_profile
+from mlpulse.profile import check_profile, outdated_profile
 from mlpulse.schema import FeatureSchema, OutputSpec
 
 MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.json"
+log = logging.getLogger(__name__)
 # Libraries whose versions are recorded at training and compared at serving time.
 TRACKED_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "skops")
 
@@ -143,6 +145,9 @@ def load_reference(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], F
         check_profile(profile, schema)
     except (TypeError, ValueError, KeyError) as e:
         raise BundleError(f"bundle {path} is inconsistent: {e}") from None
+    reason = outdated_profile(profile)
+    if reason:  # still read, with the statistics of its version
+        log.warning("bundle %s: %s", path, reason)
     return metadata, schema, output, profile
 
 

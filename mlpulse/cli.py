@@ -3,12 +3,13 @@
     mlpulse bundle create ...         bundle a fitted model with its data (``mlpulse.bundle_create``)
     mlpulse serve DIR [options]       serve a bundle under gunicorn (``mlpulse.serving``)
     mlpulse exporter [options]        the drift exporter (``mlpulse exporter --help``)
+    mlpulse report --bundle DIR ...   an offline HTML drift report (``mlpulse.report``)
     mlpulse generate [--check] ...    write or check every generated file (``mlpulse.generate``)
     mlpulse elastic-setup [options]   apply the ELK artefacts to Elasticsearch and Kibana
 
 Each subcommand keeps its own options and help; ``python -m mlpulse`` is the same command and
 ``python -m mlpulse.exporter`` / ``python -m mlpulse.elastic`` remain aliases. Commands that later
-capabilities add (``report``, ...) register in ``COMMANDS``.
+capabilities add register in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -156,6 +157,44 @@ def _serve(argv: list[str]) -> int:
     return 0  # not reached
 
 
+def _report(argv: list[str]) -> int:
+    import datetime as dt
+
+    from mlpulse.bundle import BundleError
+    from mlpulse.durations import parse_duration
+    from mlpulse.report import build_report, write_report
+
+    ap = argparse.ArgumentParser(prog="mlpulse report", description="A self-contained offline HTML drift report: "
+                                 "the events of a time range against the bundle's reference, with the exporter's "
+                                 "statistics and decision.")
+    ap.add_argument("--bundle", required=True, help="bundle directory (the model version to report on)")
+    ap.add_argument("--events", default="var/events/*.jsonl", help="glob of the event files")
+    ap.add_argument("--until", help="end of the range, ISO 8601 (default: now)")
+    ap.add_argument("--since", default="24h", help="start: ISO 8601, or a duration before --until (default 24h)")
+    ap.add_argument("--steps", type=int, default=12, help="sub-windows for the charts over time (default 12)")
+    ap.add_argument("--out", type=Path, default=Path("var/report.html"), help="where to write the page")
+    args = ap.parse_args(argv)
+
+    def when(text: str) -> dt.datetime:
+        t = dt.datetime.fromisoformat(text)
+        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+    try:
+        until = when(args.until) if args.until else dt.datetime.now(dt.UTC)
+        try:
+            since = until - dt.timedelta(seconds=parse_duration(args.since))
+        except ValueError:
+            since = when(args.since)
+        report = build_report(args.bundle, args.events, since, until, args.steps)
+    except (BundleError, ValueError) as e:
+        print(f"mlpulse report: {e}", file=sys.stderr)
+        return 2
+    path = write_report(args.out, report)
+    drifted = [f.name for f in report.features if f.detected]
+    print(f"{report.records} records; drifted: {', '.join(drifted) or 'none'}; report written to {path}")
+    return 0
+
+
 def _generate(argv: list[str]) -> int:
     from mlpulse.bundle import BundleError
     from mlpulse.elastic.mapping import MappingError
@@ -205,6 +244,7 @@ COMMANDS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "bundle": ("bundle a fitted model with its training data (bundle create)", _bundle),
     "serve": ("serve a bundle under gunicorn", _serve),
     "exporter": ("run the drift exporter", _exporter),
+    "report": ("write an offline HTML drift report from the event files", _report),
     "generate": ("write or check the generated dashboards, ELK artefacts and native configurations", _generate),
     "elastic-setup": ("apply the ELK artefacts to Elasticsearch and Kibana (or --plan)", _elastic_setup),
 }

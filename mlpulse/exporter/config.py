@@ -44,6 +44,7 @@ class ExporterConfig:
     min_count: int = drift.DEFAULT_MIN_COUNT
     method: str = "psi"
     threshold: float = 0.0  # 0: the method's default
+    decision: str = "threshold"
     alpha: float = drift.DEFAULT_ALPHA
     correction: str = "bh"
     start: str = "end"
@@ -71,7 +72,11 @@ class ExporterConfig:
         "min_count": "no statistic for a feature with fewer live values in a window (series absent)",
         "method": "effect size that decides drift: psi, js or wasserstein",
         "threshold": "drift threshold of the effect size (0: the method's default, see docs)",
-        "alpha": "a drift also needs the (corrected) chi-square p-value below this; 1 disables the guard",
+        "decision": "threshold: the effect size reaches the threshold and the drift test (two-sample chi-square, "
+        "and KS for numbers) is below alpha; test: the drift test alone, below alpha (flags any shift the window "
+        "can resolve); either way a stationary window is flagged at a rate of at most alpha",
+        "alpha": "false-alarm rate: the (corrected) drift test must be below this; 1 disables it (decision threshold "
+        "only)",
         "correction": "p-value correction across a model's features: none, bonferroni or bh",
         "start": "files present at start-up without a checkpoint: end (skip history) or beginning (replay)",
         "checkpoint": "file for read positions and window counts ('' disables); restarts resume from it",
@@ -139,6 +144,10 @@ class ExporterConfig:
             raise ConfigError(f"windows {bad} are not whole multiples of slice {self.slice}")
         if self.method not in drift.METHODS:
             raise ConfigError(f"method must be one of {sorted(drift.METHODS)}, not {self.method!r}")
+        if self.decision not in drift.DECISIONS:
+            raise ConfigError(f"decision must be one of {list(drift.DECISIONS)}, not {self.decision!r}")
+        if self.decision == "test" and self.alpha >= 1:
+            raise ConfigError("decision test needs alpha below 1: alpha is its false-alarm rate")
         if self.correction not in ("none", "bonferroni", "bh"):
             raise ConfigError(f"correction must be none, bonferroni or bh, not {self.correction!r}")
         if self.start not in ("end", "beginning"):

@@ -113,9 +113,11 @@ class Exporter:
             evaluated[name] = drift.evaluate_feature(ref.entries[name], cur, int(counts[slot.missing]),
                                                      min_count=cfg.min_count, live_min=live_min, live_max=live_max)
         names = list(evaluated)
+        # Each test corrected across the model's features and outputs; the decision combines them.
         adjusted = drift.adjust_pvalues([evaluated[n].chi2_pvalue for n in names], cfg.correction)
+        adjusted_ks = drift.adjust_pvalues([evaluated[n].ks_pvalue for n in names], cfg.correction)
         flags = {}
-        for name, p_adj in zip(names, adjusted):
+        for name, p_adj, ks_adj in zip(names, adjusted, adjusted_ks):
             r = evaluated[name]
             f = {"feature": name}
             emit("mlpulse_drift_window_values", f, r.count)
@@ -127,10 +129,11 @@ class Exporter:
             for test, value in (("chi2", r.chi2_pvalue), ("ks", r.ks_pvalue)):
                 emit("mlpulse_drift_pvalue", {**f, "test": test}, value)
             emit("mlpulse_drift_pvalue_adjusted", {**f, "test": "chi2", "correction": cfg.correction}, p_adj)
+            emit("mlpulse_drift_pvalue_adjusted", {**f, "test": "ks", "correction": cfg.correction}, ks_adj)
             emit("mlpulse_drift_out_of_range_ratio", f, r.out_of_range_ratio)
             emit("mlpulse_drift_unseen_ratio", f, r.unseen_ratio)
-            flag = drift.is_drifted(r, cfg.method, cfg.threshold or None,
-                                    cfg.alpha if cfg.alpha < 1 else None, pvalue=p_adj)
+            flag = drift.is_drifted(r, cfg.method, cfg.threshold or None, cfg.alpha if cfg.alpha < 1 else None,
+                                    pvalue=p_adj, ks_pvalue=ks_adj, decision=cfg.decision)
             flags[name] = flag
             emit("mlpulse_drift_detected", f, float(flag))
         inputs = [flags.get(n) for n in ref.schema.names]
@@ -197,8 +200,9 @@ class Exporter:
 METRIC_HELP = {
     "mlpulse_drift_score": "Drift effect size of a feature (or _prediction / _predicted_class) in a window",
     "mlpulse_drift_pvalue": "Raw p-value of a drift test (information: large windows make any p-value tiny)",
-    "mlpulse_drift_pvalue_adjusted": "Chi-square p-value corrected across the model's features",
-    "mlpulse_drift_detected": "1 if the feature drifted in the window (effect size over threshold, p below alpha)",
+    "mlpulse_drift_pvalue_adjusted": "Two-sample chi-square or KS p-value corrected across the model's features",
+    "mlpulse_drift_detected": "1 if the feature drifted in the window (by default: effect size over threshold and "
+    "the drift test below alpha; see docs/drift-statistics.md)",
     "mlpulse_drift_share": "Share of evaluated input features that drifted in the window",
     "mlpulse_drift_features_evaluated": "Input features with enough values to be evaluated in the window",
     "mlpulse_drift_window_values": "Non-missing values of the feature in the window",

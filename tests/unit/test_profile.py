@@ -5,12 +5,15 @@ import pandas as pd
 import pytest
 
 from mlpulse.profile import (
+    DISCRETE_MAX_VALUES,
+    OUTER_BINS,
     build_profile,
     check_profile,
     histogram_buckets,
     numeric_bin_index,
     numeric_edges,
     profile_column,
+    training_range_bins,
 )
 from mlpulse.schema import FeatureSpec
 from model_service.data import SCHEMA, generate
@@ -44,14 +47,22 @@ def test_numeric_entry_matches_numpy_on_raw_data(frame, profile, name):
     assert entry["mean"] == pytest.approx(present.mean(), rel=1e-12)
     assert entry["std"] == pytest.approx(present.std(), rel=1e-12)
     edges = entry["edges"]
-    # Edges are the training quantiles, then the float just above the maximum.
-    assert edges[:-1] == sorted(set(np.quantile(present, np.linspace(0, 1, 21))))
-    assert edges[-1] == np.nextafter(present.max(), np.inf)
-    # Bin counts recounted independently with explicit half-open intervals.
+    first, last = training_range_bins(entry)
+    uniq = np.unique(present)
+    if uniq.size <= DISCRETE_MAX_VALUES:  # one bin per value: the minimum, then the midpoints
+        assert entry["discrete"] is True
+        assert edges[first - 1:last] == [uniq[0], *((uniq[:-1] + uniq[1:]) / 2)]
+    else:  # the training quantiles are among the edges
+        assert entry["discrete"] is False
+        assert set(np.quantile(present, np.linspace(0, 1, 21))) <= set(edges)
+    assert edges[last] == np.nextafter(present.max(), np.inf)
+    assert first - 1 == OUTER_BINS and len(edges) - 1 - last == OUTER_BINS  # the bins beyond the range
+    # Bin counts and means recounted independently with explicit half-open intervals.
     bounds = [-np.inf, *edges, np.inf]
-    expected = [int(((present >= lo) & (present < hi)).sum()) for lo, hi in zip(bounds, bounds[1:])]
-    assert entry["bin_counts"] == expected
-    assert entry["bin_counts"][0] == 0 and entry["bin_counts"][-1] == 0  # training is inside its own range
+    inside = [(present >= lo) & (present < hi) for lo, hi in zip(bounds, bounds[1:])]
+    assert entry["bin_counts"] == [int(m.sum()) for m in inside]
+    assert entry["bin_means"] == [pytest.approx(present[m].mean(), rel=1e-12) if m.any() else None for m in inside]
+    assert sum(entry["bin_counts"][:first]) == 0 and sum(entry["bin_counts"][last + 1:]) == 0
 
 
 @pytest.mark.parametrize("name", [f.name for f in SCHEMA.features if f.kind == "categorical"])
@@ -72,16 +83,19 @@ def test_prediction_and_class_entries(profile):
 
 def test_live_values_outside_training_fall_in_outer_bins():
     values = np.arange(100, dtype=float)
-    edges = numeric_edges(values, 10)
-    idx = numeric_bin_index(edges, np.array([-1.0, 0.0, 98.9, 99.0, 99.5]))
-    assert list(idx) == [0, 1, len(edges) - 2, len(edges) - 1, len(edges)]
+    entry = profile_column(FeatureSpec("x", "numeric", "float"), values.tolist())
+    first, last = training_range_bins(entry)
+    assert entry["edges"] == numeric_edges(values)
+    idx = numeric_bin_index(entry["edges"], np.array([-1.0, 0.0, 98.4, 98.9, 99.0, 99.5, 1e9]))
+    assert list(idx) == [first - 1, first, last - 1, last, last, last + 1, len(entry["edges"])]
 
 
 def test_constant_and_empty_columns():
     spec = FeatureSpec("x", "numeric", "float", nullable=True)
     const = profile_column(spec, [5.0] * 10 + [None])
-    assert const["edges"] == [5.0, float(np.nextafter(5.0, np.inf))]
-    assert const["bin_counts"] == [0, 10, 0] and const["missing"] == 1
+    first, last = training_range_bins(const)
+    assert first == last and const["edges"][first - 1:first + 1] == [5.0, float(np.nextafter(5.0, np.inf))]
+    assert const["bin_counts"][first] == 10 and sum(const["bin_counts"]) == 10 and const["missing"] == 1
     empty = profile_column(spec, [None, None, float("inf"), np.float32("nan")])
     assert empty["count"] == 0 and empty["missing"] == 4 and empty["bin_counts"] == []
 
