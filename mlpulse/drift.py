@@ -195,7 +195,7 @@ def chi2_pvalue(ref: ArrayLike, cur: ArrayLike, ordered: bool = True,
     cg = np.bincount(group, weights=c, minlength=k)
     share = (rg + cg) / (n + m)
     x2 = float(((rg - n * share) ** 2 / (n * share)).sum() + ((cg - m * share) ** 2 / (m * share)).sum())
-    return float(np.clip(stats.chi2.sf(x2, k - 1), 0.0, 1.0))
+    return float(np.clip(special.chdtrc(k - 1, x2), 0.0, 1.0))  # chi2.sf without its per-call overhead
 
 
 def ks_binned(ref: ArrayLike, cur: ArrayLike) -> tuple[float, float]:
