@@ -25,6 +25,7 @@ MODEL_FILE = "model.skops"
 METADATA_FILE = "metadata.json"
 REFERENCE_FILE = "reference.json"
 log = logging.getLogger(__name__)
+_WARNED_OUTDATED: set[str] = set()  # bundles whose outdated profile was logged (the exporter rescans them)
 # Libraries whose versions are recorded at training and compared at serving time.
 TRACKED_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "skops")
 
@@ -146,7 +147,8 @@ def load_reference(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], F
     except (TypeError, ValueError, KeyError) as e:
         raise BundleError(f"bundle {path} is inconsistent: {e}") from None
     reason = outdated_profile(profile)
-    if reason:  # still read, with the statistics of its version
+    if reason and str(path) not in _WARNED_OUTDATED:  # still read, with its version's statistics; said once
+        _WARNED_OUTDATED.add(str(path))
         log.warning("bundle %s: %s", path, reason)
     return metadata, schema, output, profile
 
