@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
-DEMO_SECONDS ?= 0
+SCHEDULE ?= demo
 
 .PHONY: constraints venv bundle demo test lint generate bench bench-drift clean system-deps
 
@@ -33,10 +33,10 @@ $(BUNDLE)/metadata.json: | venv
 
 bundle: $(BUNDLE)/metadata.json
 
-# make demo                 runs until Ctrl-C
-# make demo DEMO_SECONDS=60 runs for a minute, then stops everything it started
-demo: venv bundle
-	$(PY) -m native_stack.demo --bundle $(BUNDLE) --seconds $(DEMO_SECONDS)
+# make demo                  plays native_stack/schedules/demo.yml (about 7 minutes), writes var/demo/report.html
+# make demo SCHEDULE=ci      the short one the tests play (under 2 minutes); Ctrl-C stops everything
+demo: venv bundle system-deps
+	$(PY) -m native_stack.demo --bundle $(BUNDLE) --schedule $(SCHEDULE)
 
 lint: venv
 	$(PY) -m ruff check mlpulse model_service native_stack alert_webhook tests bench

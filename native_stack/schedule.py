@@ -1,0 +1,127 @@
+"""Schedules: phases of scenarios with durations and rates, one format for the demo and the tests.
+
+    name: demo
+    phases:                      # played in order
+      - name: warm-up            # shown in the demo's view
+        scenarios: [baseline]    # native_stack.scenarios, applied together
+        seconds: 60              # how long the phase lasts
+        rate: 10                 # requests per second (times each scenario's rate_factor)
+        batch: 5                 # records per request
+
+``play`` sends each phase's requests at its rate, from seeded records, to one URL (loopback in the
+demo and the tests) and stops at the phase's end or when asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+
+from native_stack.scenarios import SCENARIOS, Scenario, effects, records_for
+
+SCHEDULES_DIR = Path(__file__).with_name("schedules")
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    scenarios: tuple[str, ...]
+    seconds: float
+    rate: float
+    batch: int = 1
+
+    @property
+    def effects(self) -> Scenario:
+        return effects(self.scenarios)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    phases: tuple[Phase, ...]
+
+    @property
+    def seconds(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schedule:
+        p = Path(path)
+        if not p.is_file():
+            p = SCHEDULES_DIR / f"{path}.yml"  # a name of the schedules shipped here
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        phases = []
+        for i, ph in enumerate(data.get("phases") or []):
+            unknown = set(ph) - {"name", "scenarios", "seconds", "rate", "batch"}
+            if unknown:
+                raise ValueError(f"{p}: phase {i} has unknown keys {sorted(unknown)}")
+            names = tuple(ph.get("scenarios") or ["baseline"])
+            bad = [n for n in names if n not in SCENARIOS]
+            if bad:
+                raise ValueError(f"{p}: phase {i} names unknown scenarios {bad}; known: {sorted(SCENARIOS)}")
+            phase = Phase(str(ph.get("name", "+".join(names))), names, float(ph["seconds"]), float(ph["rate"]),
+                          int(ph.get("batch", 1)))
+            if phase.seconds <= 0 or phase.rate <= 0 or phase.batch < 1:
+                raise ValueError(f"{p}: phase {i} needs seconds > 0, rate > 0 and batch >= 1")
+            phases.append(phase)
+        if not phases:
+            raise ValueError(f"{p}: no phase")
+        return cls(str(data.get("name", p.stem)), tuple(phases))
+
+    def scaled(self, factor: float) -> Schedule:
+        """The same schedule, every phase ``factor`` times as long (a short CI run of the demo)."""
+        return Schedule(self.name, tuple(Phase(p.name, p.scenarios, p.seconds * factor, p.rate, p.batch)
+                                         for p in self.phases))
+
+
+def play_phase(url: str, phase: Phase, seed: int, stop: threading.Event | None = None,
+               session: requests.Session | None = None) -> Counter:
+    """Send the phase's requests at its rate until its end; returns the count of HTTP statuses."""
+    stop = stop or threading.Event()
+    session = session or requests.Session()
+    fx = phase.effects
+    rate = phase.rate * fx.rate_factor
+    n_requests = max(1, int(phase.seconds * rate))
+    records = records_for(phase.scenarios, n_requests * phase.batch, seed)
+    statuses: Counter = Counter()
+    started = time.monotonic()
+    for k in range(n_requests):
+        if stop.is_set():
+            break
+        due = started + k / rate
+        delay = due - time.monotonic()
+        if delay > 0 and stop.wait(delay):
+            break
+        batch = records[k * phase.batch:(k + 1) * phase.batch]
+        body = json.dumps(batch[0] if phase.batch == 1 else batch)  # NaN stays a token, as a buggy client sends it
+        try:
+            r = session.post(f"{url}/v1/predict", data=body, timeout=30, headers={"Content-Type": "application/json"})
+            statuses[r.status_code] += 1
+        except requests.RequestException:
+            statuses[0] += 1
+    rest = phase.seconds - (time.monotonic() - started)
+    if rest > 0:
+        stop.wait(rest)
+    return statuses
+
+
+def play(url: str, schedule: Schedule, seed: int = 1000, stop: threading.Event | None = None,
+         on_phase: Callable[[int, Phase], None] | None = None) -> list[Counter]:
+    """Play every phase in order; ``on_phase(index, phase)`` runs as each begins (the demo switches
+    the served model there)."""
+    out = []
+    for i, phase in enumerate(schedule.phases):
+        if stop is not None and stop.is_set():
+            break
+        if on_phase is not None:
+            on_phase(i, phase)
+        out.append(play_phase(url, phase, seed + i, stop))
+    return out
