@@ -124,25 +124,74 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise BundleError(f"{path} is not valid JSON: {e}") from None
 
 
-def load_reference(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], FeatureSchema, OutputSpec, dict[str, Any]]:
+BUNDLE_FILES = (METADATA_FILE, MODEL_FILE, REFERENCE_FILE)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"no {what} in bundle {path.parent}") from None
+
+
+def digest_of(contents: dict[str, bytes]) -> str:
+    """The bundle's digest: sha256 over each file's name and sha256, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(contents):
+        h.update(f"{name}\0{hashlib.sha256(contents[name]).hexdigest()}\n".encode())
+    return f"sha256:{h.hexdigest()}"
+
+
+def bundle_digest(directory: str | os.PathLike[str], files: Iterable[str] = BUNDLE_FILES) -> str:
+    """The digest a deployment pins (``mlpulse bundle digest DIR``): it covers the model, the
+    metadata (threshold, schema, ranges) and the reference, so no part changes unnoticed."""
+    path = Path(directory)
+    return digest_of({name: _read(path / name, name) for name in files})
+
+
+def _check_pin(path: Path, contents: dict[str, bytes], pinned: str | None) -> None:
+    if pinned:
+        pins = {p.strip() for p in pinned.split(",") if p.strip()}
+        got = digest_of(contents)
+        if got not in pins:
+            raise BundleError(f"bundle {path} has digest {got}, not the pinned {', '.join(sorted(pins))}: "
+                              "it was changed or is not the bundle this deployment names")
+
+
+def load_reference(directory: str | os.PathLike[str], pinned: str | None = None,
+                   ) -> tuple[dict[str, Any], FeatureSchema, OutputSpec, dict[str, Any]]:
     """Metadata, schema, output spec and reference profile, checked, without the model.
 
-    The exporter needs only these; it never loads the model.
+    The exporter needs only these; it never loads the model. ``pinned``: the ``bundle_digest``
+    values (comma-separated) this bundle must match; the model file is then hashed too, never
+    loaded, so one pinned digest serves the service and the exporter. Every check reads the bytes
+    that are then parsed: a file swapped between the check and the use is never used.
     """
     path = Path(directory)
-    metadata = read_metadata(path)
+    names = BUNDLE_FILES if pinned else (METADATA_FILE, REFERENCE_FILE)
+    contents = {name: _read(path / name, name) for name in names}
+    _check_pin(path, contents, pinned)
+    return _parse_reference(path, contents)
+
+
+def _parse_reference(path: Path, contents: dict[str, bytes]) -> tuple[dict[str, Any], FeatureSchema, OutputSpec,
+                                                                     dict[str, Any]]:
+    try:
+        metadata = json.loads(contents[METADATA_FILE])
+    except ValueError as e:
+        raise BundleError(f"{path / METADATA_FILE} is not valid JSON: {e}") from None
+    if not isinstance(metadata, dict):
+        raise BundleError(f"{path / METADATA_FILE} is not a JSON object")
     for key in ("name", "version", "trained_at", "features", "output", "model_sha256", "reference_sha256"):
         if key not in metadata:
             raise BundleError(f"{path / METADATA_FILE} lacks {key!r}")
     ref = path / REFERENCE_FILE
-    if not ref.is_file():
-        raise BundleError(f"no {REFERENCE_FILE} in bundle {path}")
-    if sha256_file(ref) != metadata["reference_sha256"]:
+    if hashlib.sha256(contents[REFERENCE_FILE]).hexdigest() != metadata["reference_sha256"]:
         raise BundleError(f"{ref} does not match the sha256 in {METADATA_FILE}: the bundle was altered")
     try:
         schema = FeatureSchema.from_list(metadata["features"])
         output = OutputSpec.from_dict(metadata["output"])
-        profile = json.loads(ref.read_text())
+        profile = json.loads(contents[REFERENCE_FILE])
         check_profile(profile, schema)
     except (TypeError, ValueError, KeyError) as e:
         raise BundleError(f"bundle {path} is inconsistent: {e}") from None
@@ -153,23 +202,26 @@ def load_reference(directory: str | os.PathLike[str]) -> tuple[dict[str, Any], F
     return metadata, schema, output, profile
 
 
-def load_bundle(directory: str | os.PathLike[str], trusted: Iterable[str] = ()) -> Bundle:
+def load_bundle(directory: str | os.PathLike[str], trusted: Iterable[str] = (), pinned: str | None = None) -> Bundle:
     """Load and verify a bundle.
 
     ``trusted`` names the types, beyond skops' defaults, that the model may contain. Any other
-    type makes loading fail: a bundle from an unknown source cannot run code on load.
+    type makes loading fail: a bundle from an unknown source cannot run code on load. ``pinned``:
+    the ``bundle_digest`` (or several, comma-separated) the whole bundle must match. The model is
+    loaded from the very bytes that were hashed.
     """
     import skops.io as sio
 
     path = Path(directory)
-    metadata, schema, output, profile = load_reference(path)
+    contents = {name: _read(path / name, name) for name in (METADATA_FILE, REFERENCE_FILE)}
+    metadata, schema, output, profile = _parse_reference(path, contents)  # JSON only: nothing runs
     model_file = path / MODEL_FILE
-    if not model_file.is_file():
-        raise BundleError(f"no {MODEL_FILE} in bundle {path}")
-    if sha256_file(model_file) != metadata["model_sha256"]:
+    contents[MODEL_FILE] = model_bytes = _read(model_file, MODEL_FILE)
+    _check_pin(path, contents, pinned)
+    if hashlib.sha256(model_bytes).hexdigest() != metadata["model_sha256"]:
         raise BundleError(f"{model_file} does not match the sha256 in {METADATA_FILE}: the bundle was altered")
     try:
-        untrusted = set(sio.get_untrusted_types(file=model_file))
+        untrusted = set(sio.get_untrusted_types(data=model_bytes))
     except Exception as e:  # skops raises several types on a corrupt archive
         raise BundleError(f"{model_file} is not a readable skops file: {e}") from None
     refused = sorted(untrusted - set(trusted))
@@ -177,5 +229,5 @@ def load_bundle(directory: str | os.PathLike[str], trusted: Iterable[str] = ()) 
         raise BundleError(f"{model_file} contains types that are not trusted: {refused}. If you trust them, name "
                           "them (mlpulse serve --trust TYPE, or MLPULSE_TRUSTED_TYPES); a bundle made by "
                           "`mlpulse bundle create` records the scikit-learn, numpy and scipy types it holds")
-    model = sio.load(model_file, trusted=sorted(untrusted))
+    model = sio.loads(model_bytes, trusted=sorted(untrusted))
     return Bundle(path=path, model=model, metadata=metadata, schema=schema, output=output, profile=profile)

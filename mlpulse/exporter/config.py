@@ -35,6 +35,7 @@ class ConfigError(ValueError):
 class ExporterConfig:
     events: str = "var/events/*.jsonl"
     bundles: str = "var/bundle"
+    bundle_digests: str = ""
     bind: str = "127.0.0.1"
     port: int = 9108
     windows: str = "5m,1h,24h"
@@ -63,6 +64,8 @@ class ExporterConfig:
     HELP = {
         "events": "glob of the prediction event files to tail",
         "bundles": "comma-separated bundle directories, or directories holding bundles (one per model version)",
+        "bundle_digests": "comma-separated digests (mlpulse bundle digest) every bundle must match; '' accepts any "
+        "verified bundle",
         "bind": "address to serve /metrics on",
         "port": "port to serve /metrics on",
         "windows": "sliding windows, comma-separated durations",

@@ -59,7 +59,7 @@ class Exporter:
         later, a bad new bundle is logged and counted and the others keep working."""
         for path in self.config.bundle_dirs():
             try:
-                metadata, schema, output, profile = load_reference(path)
+                metadata, schema, output, profile = load_reference(path, pinned=self.config.bundle_digests or None)
             except BundleError:
                 if strict:
                     raise
