@@ -173,6 +173,8 @@ def _report(argv: list[str]) -> int:
     ap.add_argument("--since", default="24h", help="start: ISO 8601, or a duration before --until (default 24h)")
     ap.add_argument("--steps", type=int, default=12, help="sub-windows for the charts over time (default 12)")
     ap.add_argument("--out", type=Path, default=Path("var/report.html"), help="where to write the page")
+    ap.add_argument("--config", help="the exporter's TOML configuration (decision rule; source = elasticsearch "
+                    "with its URL reads the events from Elasticsearch); MLPULSE_EXPORTER_* variables apply too")
     args = ap.parse_args(argv)
 
     def when(text: str) -> dt.datetime:
@@ -185,8 +187,11 @@ def _report(argv: list[str]) -> int:
             since = until - dt.timedelta(seconds=parse_duration(args.since))
         except ValueError:
             since = when(args.since)
-        report = build_report(args.bundle, args.events, since, until, args.steps)
-    except (BundleError, ValueError) as e:
+        from mlpulse.exporter.config import ConfigError, load_config
+
+        config = load_config(["--config", args.config] if args.config else [])
+        report = build_report(args.bundle, args.events, since, until, args.steps, config)
+    except (BundleError, ValueError, ConfigError) as e:
         print(f"mlpulse report: {e}", file=sys.stderr)
         return 2
     path = write_report(args.out, report)

@@ -1,7 +1,8 @@
 """``mlpulse report``: a self-contained, offline HTML drift report for one model version.
 
-The report runs the exporter itself (``mlpulse.exporter.core.Exporter`` with its file source) over
-the event files, so every number in it is the one the exporter would publish for the same events:
+The report runs the exporter itself (``mlpulse.exporter.core.Exporter``, with the file source or
+the Elasticsearch source of its configuration), so every number in it is the one the exporter
+would publish for the same events:
 the whole range as one window, and ``steps`` sub-windows for drift over time. The page holds its
 charts as inline SVG and its style inline; a Content-Security-Policy forbids every request, so it
 opens the same offline, from a mail attachment or an incident ticket. Colours are the Okabe-Ito
@@ -103,16 +104,19 @@ def build_report(bundle: str | Path, events: str, start: dt.datetime, end: dt.da
     whole_s = step_s * steps
     base = config or ExporterConfig()
     cfg = ExporterConfig(**{**base.__dict__, "events": events, "bundles": str(bundle), "start": "beginning",
-                            "checkpoint": "", "source": "files", "slice": f"{slice_s}s",
-                            "windows": f"{step_s}s,{whole_s}s"})
+                            "checkpoint": "", "slice": f"{slice_s}s", "windows": f"{step_s}s,{whole_s}s"})
     # Evaluated just before ``end``, so the last slice is the one holding the range's last events
     # and the window's first slice is the range's first.
-    end_ts, start_ts = end.timestamp() - 1e-3, end.timestamp() - whole_s
+    end_ts = end.timestamp() - 1e-3
+    # The whole window's slices, as the ring (and an Elasticsearch window search) bound them.
+    last_slice = math.floor(end_ts / slice_s)
+    start_ts, stop_ts = (last_slice - whole_s // slice_s + 1) * slice_s, (last_slice + 1) * slice_s
     exporter = Exporter(cfg, clock=lambda: end_ts)
     try:
         source = exporter.source
-        while True:  # only the range's events: a later one would take a ring row from an earlier slice
-            batch = [e for e in source.tail.poll() if start_ts <= _ts(e) < end_ts]
+        while cfg.source == "files":  # Elasticsearch is searched per window; files are read once, here
+            # Only the range's events: a later one would take a ring row from an earlier slice.
+            batch = [e for e in source.tail.poll() if start_ts <= _ts(e) < stop_ts]
             source.ingest(batch, now=end_ts)
             if not source.tail.more:
                 break

@@ -96,7 +96,7 @@ def refresh(view: View, mon: Monitoring, exporter_url: str) -> None:
 
 
 def _fmt(v: float | None, unit: str = "") -> str:
-    return "-" if v is None else f"{v:.3g}{unit}"
+    return "-" if v is None else (f"{v:.0f}{unit}" if abs(v) >= 100 else f"{v:.3g}{unit}")
 
 
 def plain_lines(view: View, seen: int) -> tuple[list[str], int]:
@@ -124,7 +124,8 @@ def rich_panel(view: View):
     for key, a in sorted(view.active.items()):
         state = "[yellow]inhibited" if a["status"].get("inhibitedBy") else "[red]firing"
         alerts.add_row(key, state, a["labels"].get("severity", ""), a["annotations"].get("runbook_url", ""))
-    history = "\n".join(view.events[-12:]) or "no alert yet"
+    # The runbook links are in the table above: the history keeps one line per transition.
+    history = "\n".join(e.rsplit(" https://", 1)[0] for e in view.events[-12:]) or "no alert yet"
     return Panel(Group(status, alerts, Panel(history, title="transitions")), title="mlpulse demo")
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,33 +84,46 @@ class Schedule:
 
 
 def play_phase(url: str, phase: Phase, seed: int, stop: threading.Event | None = None,
-               session: requests.Session | None = None) -> Counter:
-    """Send the phase's requests at its rate until its end; returns the count of HTTP statuses."""
+               in_flight: int = 8) -> Counter:
+    """Send the phase's requests at its rate (at most ``in_flight`` at once) until the phase's end,
+    however many were sent by then; returns the count of HTTP statuses (0: no answer)."""
     stop = stop or threading.Event()
-    session = session or requests.Session()
     fx = phase.effects
     rate = phase.rate * fx.rate_factor
     n_requests = max(1, int(phase.seconds * rate))
     records = records_for(phase.scenarios, n_requests * phase.batch, seed)
     statuses: Counter = Counter()
-    started = time.monotonic()
-    for k in range(n_requests):
-        if stop.is_set():
-            break
-        due = started + k / rate
-        delay = due - time.monotonic()
-        if delay > 0 and stop.wait(delay):
-            break
-        batch = records[k * phase.batch:(k + 1) * phase.batch]
-        body = json.dumps(batch[0] if phase.batch == 1 else batch)  # NaN stays a token, as a buggy client sends it
+    lock, slots = threading.Lock(), threading.Semaphore(in_flight)
+    local = threading.local()
+
+    def post(body: str) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
         try:
-            r = session.post(f"{url}/v1/predict", data=body, timeout=30, headers={"Content-Type": "application/json"})
-            statuses[r.status_code] += 1
+            code = session.post(f"{url}/v1/predict", data=body, timeout=30,
+                                headers={"Content-Type": "application/json"}).status_code
         except requests.RequestException:
-            statuses[0] += 1
-    rest = phase.seconds - (time.monotonic() - started)
-    if rest > 0:
-        stop.wait(rest)
+            code = 0
+        finally:
+            slots.release()
+        with lock:
+            statuses[code] += 1
+
+    started = time.monotonic()
+    end = started + phase.seconds
+    with ThreadPoolExecutor(in_flight) as pool:
+        for k in range(n_requests):
+            delay = started + k / rate - time.monotonic()
+            if (delay > 0 and stop.wait(delay)) or stop.is_set() or time.monotonic() >= end:
+                break
+            if not slots.acquire(timeout=max(0.0, end - time.monotonic())):
+                break  # the service cannot keep up: the phase still ends on time
+            batch = records[k * phase.batch:(k + 1) * phase.batch]
+            # NaN stays a bare token in the body, as a buggy client sends it.
+            pool.submit(post, json.dumps(batch[0] if phase.batch == 1 else batch))
+        rest = end - time.monotonic()
+        if rest > 0:
+            stop.wait(rest)
     return statuses
 
 

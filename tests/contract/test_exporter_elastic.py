@@ -598,3 +598,26 @@ def test_source_object_is_usable_alone(traffic):
     counts, stats = source.window(ref, NOW, 8640)
     assert stats["count"] == counts[ref.slots[PREDICTION].offset:][:ref.slots[PREDICTION].nbins].sum() > 3000
     assert source.searches == 1 and sum(source.errors.values()) == 0
+
+
+def test_the_report_reads_elasticsearch_as_it_reads_the_files(bundle_dir, tmp_path, traffic):
+    """``mlpulse report`` with the exporter's Elasticsearch source gives the report the event files give."""
+    from mlpulse.report import build_report
+
+    _, events = traffic
+    path = tmp_path / "events" / "predictions.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    end = dt.datetime.fromtimestamp(NOW, dt.UTC)
+    start = end - dt.timedelta(hours=1)
+    from_files = build_report(bundle_dir, str(path.parent / "*.jsonl"), start, end, steps=4)
+    with ElasticsearchSearchStandIn(events, mapping_for_schema(SCHEMA)) as es:
+        from_es = build_report(bundle_dir, "unused", start, end, steps=4,
+                               config=ExporterConfig(source="elasticsearch", elasticsearch_url=es.url))
+    assert from_es.records == from_files.records > 0
+    for a, b in zip(from_files.features, from_es.features, strict=True):
+        assert a.name == b.name and a.detected == b.detected
+        assert a.live == pytest.approx(b.live) and a.scores.keys() == b.scores.keys()
+        for k in a.scores:
+            assert a.scores[k] == pytest.approx(b.scores[k], rel=1e-9, abs=1e-12), (a.name, k)
+        assert a.over_time == pytest.approx(b.over_time)
