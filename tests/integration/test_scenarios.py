@@ -1,8 +1,10 @@
 """Each traffic scenario, played against the real service and exporter, moves exactly what it
 declares (``native_stack.scenarios``) and nothing else: the drifted input features, the missing and
 out-of-range shares, refusals, and records of a model version the exporter has no reference for.
-The alerts each scenario declares are proven on the same series by promtool
-(``prometheus/tests``) and, for a whole schedule, by ``test_demo.py``."""
+The alerts each scenario declares are checked as the conditions of their rules on the scenario's
+own series, with the committed thresholds (``prometheus/rules/thresholds.yml``): the rules read
+5-minute rates and a 15-minute offset that a suite cannot wait for, so firing them is proven by
+promtool (``prometheus/tests``) and, live for a whole schedule, by ``test_demo.py``."""
 
 from __future__ import annotations
 
@@ -12,17 +14,27 @@ import shutil
 import pytest
 import requests
 
+from mlpulse.grafana.dashboards import load_thresholds
 from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service
 from native_stack.scenarios import SCENARIOS, records_for
 from native_stack.schedule import Schedule
 from native_stack.traffic import send
-from tests.helpers import samples, value, wait_for
+from tests.helpers import ROOT, samples, value, wait_for
 
 pytestmark = pytest.mark.integration
 WINDOW = "10m"  # a fresh exporter per scenario (it skips what was written before it started)
 N = 1000
 ML = {"model": "credit-default", "version": "1.0.0"}
 OUTPUTS = {"_prediction", "_predicted_class"}  # may follow an input's drift: not a scenario's own effect
+T = load_thresholds(ROOT / "prometheus" / "rules" / "thresholds.yml")
+
+
+def data_alerts(drifted: set, missing: set, outside: set, unseen: set, refused: bool, other_model: bool) -> set:
+    """The data alerts whose rule conditions hold for a scenario's own series (see the module)."""
+    return ({"FeatureDrift"} if drifted else set()) | ({"MissingValuesSpike"} if missing else set()) \
+        | ({"FeatureOutOfRange"} if outside else set()) | ({"UnseenCategories"} if unseen else set()) \
+        | ({"ClientErrorRatioHigh", "InputViolationsSpike"} if refused else set()) \
+        | ({"ModelVersionChanged", "DriftReferenceMissing"} if other_model else set())
 
 
 def scrape(url: str) -> dict:
@@ -85,6 +97,8 @@ def test_every_scenario_moves_exactly_what_it_declares(bundle_dir, tmp_path):
                 m = scrape_until(metrics, lambda m: value(m, "mlpulse_exporter_events_total", outcome="refused") == N,
                                  30, "the refused records read by the exporter")
                 assert window_count(m) == 0, "refused records must not enter the window"
+                assert 1.0 > T["client_error_ratio"] and 1.0 > T["violation_ratio"]  # every request, every record
+                assert data_alerts(set(), set(), set(), set(), True, False) == set(sc.alerts), name
                 exporter.stop()
                 continue
             assert statuses == {200: N // 25}, name
@@ -95,15 +109,19 @@ def test_every_scenario_moves_exactly_what_it_declares(bundle_dir, tmp_path):
                 assert window_count(m) == 0, "records of another version must not enter 1.0.0's window"
                 info = samples(requests.get(f"{target}/metrics", timeout=10).text)
                 assert value(info, "mlpulse_model_info", model="credit-default", version="9.9.9") == 1
+                assert data_alerts(set(), set(), set(), set(), False, True) == set(sc.alerts), name
                 exporter.stop()
                 continue
             m = scrape_until(metrics, lambda m: window_count(m) == N, 40, f"the whole {name} window")
             drifted = {f for f, v in window(m, "mlpulse_drift_detected").items() if v == 1} - OUTPUTS
             assert drifted == set(sc.drifted), name
-            missing = {f for f, v in window(m, "mlpulse_drift_missing_ratio").items() if v > 0.3} - OUTPUTS
-            assert missing == set(sc.missing), name
-            outside = {f for f, v in window(m, "mlpulse_drift_out_of_range_ratio").items() if v > 0.05} - OUTPUTS
+            missing = {f for f, v in window(m, "mlpulse_drift_missing_ratio").items() if v > T["missing_ratio"]}
+            assert missing - OUTPUTS == set(sc.missing), name
+            outside = {f for f, v in window(m, "mlpulse_drift_out_of_range_ratio").items()
+                       if v > T["out_of_range_ratio"]} - OUTPUTS
             assert outside == set(sc.out_of_range), name
+            unseen = {f for f, v in window(m, "mlpulse_drift_unseen_ratio").items() if v > T["unseen_ratio"]}
+            assert data_alerts(drifted, missing, outside, unseen, False, False) == set(sc.alerts), name
             exporter.stop()
 
 
