@@ -373,9 +373,12 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
     config = config or ServiceConfig.from_env()
     # One OpenMP thread per worker: gunicorn's workers are the parallelism, and OpenMP threads
     # spinning on a small batch cost more than they save, badly so when cores are shared.
-    threadpool_limits(limits=int(os.environ.get("MODEL_OMP_THREADS", "1")), user_api="openmp")
     bundle = load_bundle(config.bundle_dir, trusted=trusted_types(config.bundle_dir, config.trusted_types),
                          pinned=config.bundle_digest or None)
+    # After loading: threadpoolctl limits only the OpenMP runtimes already loaded, and the model's
+    # (scikit-learn's) arrives with the model. Several OpenMP threads per worker on shared cores
+    # made single predictions take seconds (docs/architecture.md, "One OpenMP thread per worker").
+    threadpool_limits(limits=int(os.environ.get("MODEL_OMP_THREADS", "1")), user_api="openmp")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False

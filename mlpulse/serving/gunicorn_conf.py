@@ -10,6 +10,10 @@ import os
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.abspath("var/prometheus-multiproc"))
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
+# OpenMP reads its thread count when its runtime loads (with the model): one thread per worker
+# unless MODEL_OMP_THREADS says otherwise; create_app also limits the runtime once it is loaded.
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("MODEL_OMP_THREADS", "1"))
+
 from mlpulse.gunicorn import child_exit, on_starting  # noqa: E402,F401  (gunicorn reads these names)
 
 wsgi_app = "mlpulse.serving.wsgi:app"

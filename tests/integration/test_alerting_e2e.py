@@ -8,31 +8,19 @@ resolve within the test).
 """
 
 import json
-import shutil
-import sys
 import threading
 import time
 
 import pytest
 import requests
 
-from mlpulse.prometheus.native import write_native_alertmanager_config, write_native_config, write_web_auth
 from model_service.data import SCENARIOS, generate, to_records
-from native_stack.processes import (
-    Stack,
-    exporter_env,
-    free_port,
-    service_env,
-    start_exporter,
-    start_service,
-    wait_http,
-)
+from native_stack.monitoring import ALERTMANAGER, PROMETHEUS, start_monitoring
+from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service
 from native_stack.traffic import send
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
-PROMETHEUS, ALERTMANAGER = shutil.which("prometheus"), shutil.which("prometheus-alertmanager") or shutil.which(
-    "alertmanager")
 WINDOW = "30s"
 HEARTBEAT = {"Watchdog"}  # always firing by design: it proves the path works, it is no alert
 
@@ -64,8 +52,7 @@ def notifications(path):
 @pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER), reason="Debian's prometheus / prometheus-alertmanager "
                     "not installed (make test installs them)")
 def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_service_is_down(bundle_dir, tmp_path):
-    svc, exp, prom, am, hook = (free_port() for _ in range(5))
-    received = tmp_path / "alerts.jsonl"
+    svc, exp = free_port(), free_port()
     with Stack() as stack:
         service = start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", svc, workers=2),
                                 tmp_path / "service.log")
@@ -73,41 +60,20 @@ def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_ser
                                            MLPULSE_EXPORTER_WINDOWS=WINDOW, MLPULSE_EXPORTER_SLICE="1s",
                                            MLPULSE_EXPORTER_EVALUATE_EVERY="1s", MLPULSE_EXPORTER_POLL_EVERY="0.2s"),
                        tmp_path / "exporter.log")
-        hook_proc = stack.start("webhook", [sys.executable, "-m", "alert_webhook", "--port", str(hook),
-                                            "--out", str(received)], tmp_path / "webhook.log")
-        wait_http(f"http://127.0.0.1:{hook}/healthz", 30, hook_proc.popen)
-        am_config = write_native_alertmanager_config(tmp_path / "am", f"http://127.0.0.1:{hook}/alerts",
-                                                     group_wait="1s", group_interval="2s", repeat_interval="1h")
         # Both servers behind basic auth, as in compose: Prometheus authenticates to Alertmanager
         # (and to itself) with the password files, the test with the passwords.
-        am_web = write_web_auth(tmp_path / "am-auth", "alertmanager")
-        prom_web = write_web_auth(tmp_path / "prom-auth", "prometheus")
-        am_proc = stack.start("alertmanager", [ALERTMANAGER, f"--config.file={am_config}",
-                                                f"--storage.path={tmp_path / 'am-data'}",
-                                                f"--web.listen-address=127.0.0.1:{am}", "--cluster.listen-address=",
-                                                am_web.flag],
-                              tmp_path / "alertmanager.log")
-        wait_http(f"http://127.0.0.1:{am}/-/ready", 30, am_proc.popen, auth=am_web.auth)
-        prom_config = write_native_config(
-            tmp_path / "prom",
-            targets={"model-service": f"127.0.0.1:{svc}", "drift-exporter": f"127.0.0.1:{exp}",
-                     "prometheus": f"127.0.0.1:{prom}", "alertmanager": f"127.0.0.1:{am}"},
-            alertmanagers=[f"127.0.0.1:{am}"], scrape_interval="1s", evaluation_interval="1s", for_override="3s",
-            password_files={"prometheus": prom_web.password_file, "alertmanager": am_web.password_file})
-        for rules in (tmp_path / "prom" / "rules").glob("*.yml"):
-            rules.write_text(rules.read_text().replace('window="1h"', f'window="{WINDOW}"'))
-        prom_proc = stack.start("prometheus", [PROMETHEUS, f"--config.file={prom_config}",
-                                               f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                                               f"--web.listen-address=127.0.0.1:{prom}", prom_web.flag],
-                               tmp_path / "prometheus.log")
-        wait_http(f"http://127.0.0.1:{prom}/-/ready", 30, prom_proc.popen, auth=prom_web.auth)
+        mon = start_monitoring(stack, tmp_path, {"model-service": f"127.0.0.1:{svc}",
+                                                 "drift-exporter": f"127.0.0.1:{exp}"},
+                               window=WINDOW, for_override="3s")
+        received = mon.notifications
+        prom_url, prom_auth = mon.prometheus, mon.prometheus_auth
 
         traffic = Traffic(f"http://127.0.0.1:{svc}")
         traffic.start()
         try:
             # 1. Baseline: the rules are evaluated (the heartbeat fires) and nothing reaches the receiver.
             wait_for(lambda: any(a["labels"]["alertname"] == "Watchdog" and a["state"] == "firing" for a in
-                                   requests.get(f"http://127.0.0.1:{prom}/api/v1/alerts", auth=prom_web.auth, timeout=5)
+                                   requests.get(f"{prom_url}/api/v1/alerts", auth=prom_auth, timeout=5)
                                    .json()["data"]["alerts"]), 60, "the rules to be evaluated")
             time.sleep(35)  # longer than the window, the for and the group timings together
             noise = [a["labels"] for a in notifications(received) if a["labels"]["alertname"] not in HEARTBEAT]
@@ -150,8 +116,9 @@ def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_ser
         assert down[0]["labels"]["severity"] == "critical" and down[0]["labels"]["model"] == "credit-default"
 
         def drift_inhibited():
-            alerts = requests.get(f"http://127.0.0.1:{am}/api/v2/alerts",
-                                  params={"filter": 'alertname="FeatureDrift"'}, auth=am_web.auth, timeout=5).json()
+            alerts = requests.get(f"{mon.alertmanager}/api/v2/alerts",
+                                  params={"filter": 'alertname="FeatureDrift"'}, auth=mon.alertmanager_auth,
+                                  timeout=5).json()
             return alerts and all(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]
                                   for a in alerts) and alerts
 

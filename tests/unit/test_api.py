@@ -236,3 +236,12 @@ def test_route_series_exist_from_the_first_request(client):
             assert (("mlpulse_http_requests_total", frozenset({"method": method, "route": route,
                                                                "status": status}.items())) in m)
     assert value(m, "mlpulse_http_requests_total", route="/v1/predict", status="500") == 0
+
+
+def test_the_model_runs_on_one_openmp_thread_per_worker(app):
+    """Several OpenMP threads per gunicorn worker on shared cores made single predictions take
+    seconds: the limit must hold once the model (and with it the OpenMP runtime) is loaded."""
+    from threadpoolctl import threadpool_info
+
+    openmp = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+    assert openmp and set(openmp) == {1}
