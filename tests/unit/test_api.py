@@ -1,6 +1,7 @@
 """The service's HTTP API with Flask's test client: every answer, every bad input, metrics, events."""
 
 import json
+import os
 
 import pytest
 
@@ -238,10 +239,18 @@ def test_route_series_exist_from_the_first_request(client):
     assert value(m, "mlpulse_http_requests_total", route="/v1/predict", status="500") == 0
 
 
-def test_the_model_runs_on_one_openmp_thread_per_worker(app):
+def test_the_model_runs_on_one_openmp_thread_per_worker(config):
     """Several OpenMP threads per gunicorn worker on shared cores made single predictions take
-    seconds: the limit must hold once the model (and with it the OpenMP runtime) is loaded."""
-    from threadpoolctl import threadpool_info
+    seconds: the limit must hold once the model (and with it the OpenMP runtime) is loaded. A fresh
+    interpreter, as a gunicorn worker is: nothing has loaded scikit-learn before the app."""
+    import subprocess
+    import sys
 
-    openmp = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
-    assert openmp and set(openmp) == {1}
+    script = (f"from mlpulse.serving.app import ServiceConfig, create_app; "
+              f"create_app(ServiceConfig(bundle_dir={config.bundle_dir!r}, events_dir={config.events_dir!r})); "
+              "from threadpoolctl import threadpool_info; "
+              "print(sorted({i['num_threads'] for i in threadpool_info() if i['user_api'] == 'openmp'}))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MODEL_OMP_THREADS")}
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "[1]"
