@@ -437,7 +437,7 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
     for _ in range(rounds):
         exp = bench.exporter(ONE_WINDOW)
         times["ingest"].append(timed(lambda exp=exp: [exp.source.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)]))
-        assert exp.health.events["scored"] == n, exp.health.events
+        assert exp.source.events["scored"] == n, exp.source.events
 
         def tail_only() -> None:
             with EventTail(str(bench.events_dir / "*.jsonl"), start="beginning") as tail:
@@ -451,7 +451,7 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
         times["tail"].append(timed(tail_only))
         exp = bench.exporter(ONE_WINDOW, events=True)
         times["tail+ingest"].append(timed(exp.poll))
-        assert exp.health.events["scored"] == n, exp.health.events
+        assert exp.source.events["scored"] == n, exp.source.events
         exp.tail.close()
     out = {"events": n, "rounds": rounds, "file_bytes": file_bytes, "seconds": times}
     print(f"1. Ingest rate: {n:,} events, {len(WIDE_SCHEMA.names)} inputs each, median of {rounds} rounds")
