@@ -189,7 +189,9 @@ def _report(argv: list[str]) -> int:
             since = when(args.since)
         from mlpulse.exporter.config import ConfigError, load_config
 
-        config = load_config(["--config", args.config] if args.config else [])
+        # The report's own events and bundle; the rest (decision, source) from the exporter's configuration.
+        config = load_config(["--events", args.events, "--bundles", args.bundle, "--checkpoint", ""]
+                             + (["--config", args.config] if args.config else []))
         report = build_report(args.bundle, args.events, since, until, args.steps, config)
     except (BundleError, ValueError, ConfigError) as e:
         print(f"mlpulse report: {e}", file=sys.stderr)
