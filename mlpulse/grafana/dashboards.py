@@ -768,15 +768,17 @@ def model_and_data(src: Sources) -> Json:
     g.add(instant_table(
         "Drift by feature ($window)", f"Per feature over the window $window: {stat_name} (the exporter's "
         f"decision statistic: orange from {rule.threshold * MODERATE_FRACTION:g}, red from its threshold "
-        f"{rule.threshold:g}), whether the exporter flags it (effect size and corrected p-value), the "
-        "corrected chi-square p-value, the JS distance, and the data-quality ratios coloured by their alert "
-        "thresholds. _prediction and _predicted_class are the model's outputs.",
+        f"{rule.threshold:g}), whether the exporter flags it (effect size and drift test), the corrected "
+        "two-sample chi-square and KS p-values (the drift test combines them; KS for numbers only), the JS "
+        "distance, and the data-quality ratios coloured by their alert thresholds. _prediction and _predicted_class are the model's outputs.",
         [Column(stat_name, f'max by (version, feature) (mlpulse_drift_score{{{win}, statistic="{stat_name}"}})',
                 "none", drift_steps, decimals=3),
          Column("drifted", f"max by (version, feature) (mlpulse_drift_detected{{{win}}})", "none",
                 steps((GREEN, None), (RED, 1)), value_map({"0": ("no", GREEN), "1": ("drifted", RED)})),
          Column("p (chi², adjusted)",
                 f'max by (version, feature) (mlpulse_drift_pvalue_adjusted{{{win}, test="chi2"}})', "sci"),
+         Column("p (KS, adjusted)",
+                f'max by (version, feature) (mlpulse_drift_pvalue_adjusted{{{win}, test="ks"}})', "sci"),
          Column("JS distance", f'max by (version, feature) (mlpulse_drift_score{{{win}, statistic="js_distance"}})',
                 "none", decimals=3),
          Column("missing", f"max by (version, feature) (mlpulse_drift_missing_ratio{{{win}}})", "percentunit",
