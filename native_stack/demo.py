@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             port, other_port, exporter_port = free_port(), free_port(), free_port()
             url, other_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{other_port}"
             exporter_url = f"http://127.0.0.1:{exporter_port}/metrics"
-            start_service(stack, service_env(bundle, work / "events", work / "multiproc", port, args.workers),
-                          work / "service.log")
+            service_environment = service_env(bundle, work / "events", work / "multiproc", port, args.workers)
+            service = start_service(stack, service_environment, work / "service.log")
             start_service(stack, service_env(other, work / "events", work / "multiproc-other", other_port, 1),
                           work / "service-other.log")
             start_exporter(stack, exporter_env(work / "events", bundle, exporter_port, work / "exporter-checkpoint.json",
@@ -177,12 +177,18 @@ def main(argv: list[str] | None = None) -> int:
             view = View()
 
             def traffic() -> None:
+                nonlocal service
                 for i, phase in enumerate(schedule.phases):
                     if stop.is_set():
                         return
                     view.phase = phase.name
+                    if phase.effects.service_down:  # stopped on purpose: not a failure of the demo
+                        stack.processes.remove(service)
+                        service.stop()
                     target = other_url if phase.effects.other_model else url
                     play_phase(target, phase, 5000 + i, stop)
+                    if phase.effects.service_down and not stop.is_set():
+                        service = start_service(stack, service_environment, work / "service.log")
                 view.phase = "done"
 
             player = threading.Thread(target=traffic, daemon=True)

@@ -30,6 +30,7 @@ class Scenario:
     refused: bool = False  # every record is one the service must refuse
     rate_factor: float = 1.0  # the phase's request rate is multiplied by this
     other_model: bool = False  # the traffic is served by a model version the exporter has no reference for
+    service_down: bool = False  # the service is stopped for the phase (and started again after it)
     drifted: frozenset[str] = frozenset()  # input features whose drift it raises
     missing: frozenset[str] = frozenset()  # features whose missing share it raises
     out_of_range: frozenset[str] = frozenset()  # features it sends outside the training range
@@ -104,6 +105,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("traffic_spike", "five times the request rate, same data", rate_factor=5.0),
     Scenario("wrong_model_version", "another model version is deployed without its reference", other_model=True,
              alerts=frozenset({"ModelVersionChanged", "DriftReferenceMissing"})),
+    # Its data and drift alerts are inhibited meanwhile (alertmanager/alertmanager.yml).
+    Scenario("service_down", "the model service stops", service_down=True, alerts=frozenset({"ModelServiceDown"})),
 )}
 
 
@@ -129,5 +132,6 @@ def effects(names: tuple[str, ...] | list[str]) -> Scenario:
                     refused=any(s.refused for s in chosen),
                     rate_factor=float(np.prod([s.rate_factor for s in chosen])),
                     other_model=any(s.other_model for s in chosen),
+                    service_down=any(s.service_down for s in chosen),
                     drifted=union(*(s.drifted for s in chosen)), missing=union(*(s.missing for s in chosen)),
                     out_of_range=union(*(s.out_of_range for s in chosen)), alerts=union(*(s.alerts for s in chosen)))
