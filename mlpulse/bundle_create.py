@@ -95,10 +95,12 @@ def load_model(spec: str, trust: Sequence[str] = ()) -> Any:
     if spec.endswith(".skops") or (Path(spec).is_file() and ":" not in spec):
         import skops.io as sio
 
-        untrusted = untrusted_types(sio.get_untrusted_types(file=spec), trust)
+        data = Path(spec).read_bytes()  # checked and loaded from the same bytes
+        types = sio.get_untrusted_types(data=data)
+        untrusted = untrusted_types(types, trust)
         if untrusted:
             raise BundleCreateError(_untrusted_message(untrusted))
-        return sio.load(spec, trusted=sio.get_untrusted_types(file=spec))
+        return sio.loads(data, trusted=types)
     module, sep, attribute = spec.partition(":")
     if not sep or not module or not attribute:
         raise BundleCreateError(f"--model {spec!r}: expected a .skops file or module:attribute")
@@ -349,10 +351,11 @@ def plan_bundle(model: Any, data: Any, target: str, *, max_categories: int = DEF
         raise BundleCreateError("the model takes a plain array (fitted without column names) but the data has text "
                                 "columns: fit a pipeline on a DataFrame so the service can pass names and categories")
     output = _output(model, data[target], classes, overrides.get("positive_class", positive_class), notes)
-    untrusted = untrusted_types(sio.get_untrusted_types(data=sio.dumps(model)), trust)
+    types = sio.get_untrusted_types(data=sio.dumps(model))
+    untrusted = untrusted_types(types, trust)
     if untrusted:
         raise BundleCreateError(_untrusted_message(untrusted))
-    trusted = sorted(sio.get_untrusted_types(data=sio.dumps(model)))
+    trusted = sorted(types)
     records = to_records(data, schema)
     schema = _probe_nullable(model, schema, input_kind, records, notes)
     return Plan(schema, output, input_kind, trusted, notes), records

@@ -25,6 +25,7 @@ from mlpulse import drift
 from mlpulse.durations import format_duration
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import Exporter
+from mlpulse.exporter.sources.files import event_timestamp
 from mlpulse.exporter.windows import PREDICTED_CLASS, PREDICTION, Reference
 
 REFERENCE_COLOUR, LIVE_COLOUR, ALERT_COLOUR = "#0072B2", "#E69F00", "#D55E00"
@@ -67,11 +68,8 @@ class Report:
     prediction: dict[str, float] = field(default_factory=dict)
 
 
-def _ts(event: dict[str, Any]) -> float:
-    try:
-        return dt.datetime.fromisoformat(event["@timestamp"]).timestamp()
-    except (KeyError, TypeError, ValueError):
-        return math.nan  # counted as invalid by the ingest, which sees it when it is in no range
+def _within(ts: float | None, start: float, stop: float) -> bool:
+    return ts is not None and start <= ts < stop
 
 
 def _labels(ref: Reference, name: str) -> list[str]:
@@ -116,11 +114,11 @@ def build_report(bundle: str | Path, events: str, start: dt.datetime, end: dt.da
         source = exporter.source
         while cfg.source == "files":  # Elasticsearch is searched per window; files are read once, here
             # Only the range's events: a later one would take a ring row from an earlier slice.
-            batch = [e for e in source.tail.poll() if start_ts <= _ts(e) < stop_ts]
+            batch = [e for e in source.tail.poll() if _within(event_timestamp(e), start_ts, stop_ts)]
             source.ingest(batch, now=end_ts)
             if not source.tail.more:
                 break
-        (key, ref), = exporter.references.items()
+        (ref,) = exporter.references.values()
         step_label, whole_label = format_duration(step_s), format_duration(whole_s)
         step_ends = [end - dt.timedelta(seconds=step_s * (steps - 1 - k)) for k in range(steps)]
         over: list[dict[tuple[str, str, str], float]] = []
@@ -135,7 +133,7 @@ def build_report(bundle: str | Path, events: str, start: dt.datetime, end: dt.da
     method = drift.METHODS[cfg.method]
     report = Report(ref.name, ref.version, end - dt.timedelta(seconds=whole_s), end,
                     int(moments.get("count", 0)), method, cfg.threshold or method.threshold, step_ends=step_ends,
-                    prediction={k: v for k, v in moments.items()})
+                    prediction=dict(moments))
     for name, slot in ref.slots.items():
         chosen = method.for_kind(slot.kind).statistic
         live = counts[slot.offset: slot.offset + slot.nbins].astype(float)

@@ -27,7 +27,8 @@ Key = tuple[str, str]  # (model name, version)
 OUTCOMES = ("scored", "refused", "other", "unknown_model", "too_old", "invalid")
 
 
-def _timestamp(event: dict[str, Any]) -> float | None:
+def event_timestamp(event: dict[str, Any]) -> float | None:
+    """Unix seconds of an event's ``@timestamp``; None when it has none that parses."""
     try:
         return dt.datetime.fromisoformat(event["@timestamp"]).timestamp()
     except (KeyError, TypeError, ValueError):
@@ -75,7 +76,7 @@ class FileSource:
             if kind not in (EVENT_SCORED, EVENT_REFUSED):
                 counts["other"] += 1
                 continue
-            ts = _timestamp(e)
+            ts = event_timestamp(e)
             model = e.get("model")
             if ts is None or not isinstance(model, dict):
                 counts["invalid"] += 1
