@@ -154,6 +154,10 @@ def test_every_service_becomes_healthy_in_start_order(stack):
     # Nothing else of the user's file was started (no image for it here).
     running = set(stack.compose("ps", "--services", "--filter", "status=running").stdout.split())
     assert running == set(images.SERVICES)
+    # Our services start without an error line (gunicorn's and the exporter's log formats).
+    for service in ("model-service", "drift-exporter", "alert-webhook"):
+        logs = stack.compose("logs", "--no-color", service).stdout
+        assert not [line for line in logs.splitlines() if "[ERROR]" in line or " ERROR " in line], logs
 
 
 def test_predictions_become_events_and_drift_series_scraped_by_service_name(stack):
