@@ -88,3 +88,13 @@ def test_docker_compose_accepts_the_file_with_the_override(tmp_path):
                     "healthcheck", "restart", "tmpfs"):
             if key in user:
                 assert key in rendered[name], (name, key)
+
+
+def test_the_base_is_keyed_by_its_inputs(tmp_path, monkeypatch):
+    monkeypatch.setattr(images, "LOCAL_CA_DIR", tmp_path)
+    empty = images.base_tag()
+    assert empty == images.base_tag() and empty.startswith(f"mlpulse-local/debian:{images.SUITE}-")
+    (tmp_path / "a.crt").write_text("one CA")
+    with_ca = images.base_tag()
+    monkeypatch.setattr(images, "PACKAGES", (*images.PACKAGES, "curl"))
+    assert len({empty, with_ca, images.base_tag()}) == 3
