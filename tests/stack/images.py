@@ -121,7 +121,10 @@ def build_base() -> str:
 
 def compose_command(env_file: Path, project: str | None = None) -> list[str]:
     """docker-compose over the user's file and the test's override (1.29 here; v2 takes the same)."""
-    command = [shutil.which("docker-compose") or "docker-compose", "--env-file", str(env_file),
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        raise RuntimeError("the stack test runs Debian's docker-compose 1.29: apt-get install docker-compose")
+    command = [binary, "--env-file", str(env_file),
                "-f", str(ROOT / "docker-compose.yml"), "-f", str(OVERRIDE)]
     return command + (["-p", project] if project else [])
 
