@@ -69,5 +69,12 @@ bench-drift-calibration: venv
 env: venv
 	$(PY) -m mlpulse.prometheus.native env --env-file .env --secrets-dir var/secrets
 
+# The images tests/stack/test_compose_stack.py runs, built on a local Debian base made with
+# debootstrap and cached (docs/compose.md; needs root, debootstrap and a Docker engine). The test
+# builds them itself when missing; this target does it ahead, and says what cannot be built.
+.PHONY: stack-images
+stack-images: venv
+	$(PY) -m tests.stack.images
+
 clean:
 	rm -rf var .pytest_cache
