@@ -53,6 +53,9 @@ def test_our_dockerfiles_take_their_base_as_a_build_argument(dockerfile):
     text = (ROOT / dockerfile).read_text()
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim-bookworm\nFROM \$\{BASE_IMAGE\}$", text, re.M)
     assert len(re.findall(r"^FROM ", text, re.M)) == 1
+    # Images get the versions the tests ran with, not whatever PyPI serves on the day of the build.
+    for install in re.findall(r"pip install [^\n]*", text):
+        assert "-c constraints.txt" in install, f"{dockerfile}: {install} without the constraints"
 
 
 @pytest.mark.parametrize("service", sorted(DEBIAN))
