@@ -92,7 +92,7 @@ def train(out: Path, rows: int = 50_000, seed: int = 7, version: str = "1.0.0") 
         classes=CLASSES,
     )
     # The label-free estimate's calibration, fitted on the same holdout (docs/quality.md).
-    out.mkdir(parents=True, exist_ok=True)
+    Path(out).mkdir(parents=True, exist_ok=True)
     predicted = np.where(p_hold >= 0.5, OUTPUT.positive_class, CLASSES[0])
     quality_estimator = fit_for_bundle(out, OUTPUT, SCHEMA, to_records(hold_df), [CLASSES[v] for v in y_hold], p_hold,
                                        predicted, np.column_stack([1 - p_hold, p_hold]), seed=seed)

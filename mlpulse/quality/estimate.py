@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpulse.predictor import python_scalar
 from mlpulse.schema import FeatureSchema, OutputSpec, label_key
 
 VERSION = 1
@@ -384,8 +385,8 @@ def fit_for_bundle(directory: str | Path, output: OutputSpec, schema: FeatureSch
                     "calibrate, so no label-free estimate"}
         keys = output.class_keys
         positive = label_key(output.positive_class) if output.kind == "binary" else None
-        est, check = ClassificationEstimator.fit(keys, positive, proba, [label_key(v) for v in labels],
-                                                 [label_key(v) for v in truth], seed)
+        est, check = ClassificationEstimator.fit(keys, positive, proba, [label_key(python_scalar(v)) for v in labels],
+                                                 [label_key(python_scalar(v)) for v in truth], seed)
         return {**base, "method": est.method, **est.to_json(), **check}
     est, check = RegressionEstimator.fit(schema, records, values, truth, seed)
     import skops.io as sio

@@ -218,3 +218,23 @@ def test_bundle_without_a_record_has_no_estimator_and_a_bad_one_is_refused(credi
         load_for_bundle(bundle.path, {"quality_estimator": {**bundle.metadata["quality_estimator"], "version": 99}},
                         bundle.schema)
     assert SCHEMA.names == bundle.schema.names
+
+
+def test_bundle_create_records_an_estimator_per_task_and_says_why_labels_only_get_none(tmp_path):
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import RidgeClassifier
+
+    from mlpulse.bundle import read_metadata
+    from mlpulse.bundle_create import create_bundle
+
+    iris = load_iris(as_frame=True).frame
+    x = iris.drop(columns="target")
+    create_bundle(tmp_path / "iris", LogisticRegression(max_iter=2000).fit(x, iris["target"]), iris, "target",
+                  holdout_fraction=0.7)
+    record = read_metadata(tmp_path / "iris")["quality_estimator"]
+    assert record["method"] == "cbpe" and record["classes"] == ["0", "1", "2"] and record["positive"] is None
+    plan = create_bundle(tmp_path / "ridge", RidgeClassifier().fit(x, iris["target"]), iris, "target",
+                         holdout_fraction=0.7)
+    record = read_metadata(tmp_path / "ridge")["quality_estimator"]
+    assert record["method"] is None and "labels only" in record["reason"]
+    assert any("no label-free quality estimate" in n for n in plan.notes)
