@@ -120,7 +120,7 @@ def compare_classification(name: str, classes, positive, est: ClassificationEsti
         for m in whole:
             e = ours[m]
             row[m] = {"realized": realized[f"{m}|"], "mlpulse": e.value, "mlpulse_band": [e.lower, e.upper],
-                      "mlpulse_in_band": e.lower <= realized[f"{m}|"] <= e.upper}
+                      "mlpulse_in_band": bool(e.lower <= realized[f"{m}|"] <= e.upper)}
         row["mlpulse_seconds"] = t_ours
         if cbpe is not None:
             frame = classification_frame(proba, pred, y, classes)
@@ -216,7 +216,7 @@ def compare_regression(name, schema, est: RegressionEstimator, dle, windows, rou
         for m in ("mae", "rmse"):
             e = ours[m]
             row[m] = {"realized": realized[f"{m}|"], "mlpulse": e.value, "mlpulse_band": [e.lower, e.upper],
-                      "mlpulse_in_band": e.lower <= realized[f"{m}|"] <= e.upper}
+                      "mlpulse_in_band": bool(e.lower <= realized[f"{m}|"] <= e.upper)}
         if dle is not None:
             frame = regression_frame(cols, records, pred, y)
             with warnings.catch_warnings():
