@@ -57,7 +57,7 @@ try:
 except ImportError:  # measured against realized quality only
     nml = None
 
-CLASSIFICATION_METRICS = ("accuracy", "roc_auc", "f1", "precision", "recall")
+INGEST: dict[str, float] = {}  # filled by run_classification
 
 
 def timed(fn, rounds: int) -> tuple[Any, float]:
@@ -182,6 +182,7 @@ def run_classification(quick: bool, rounds: int) -> list[dict]:
     rows = []
     classes = ("no_default", "default")
     bundle, est, (hp, hpred, hy), windows = credit_windows(quick)
+    INGEST.update(ingest_cost(bundle, quick))
     cbpe = nannyml_cbpe(classes, "default", classification_frame(hp, hpred, hy, classes)) if nml else None
     rows += compare_classification("credit", classes, "default", est, cbpe, windows, rounds)
     for loader in (load_breast_cancer, load_digits):
@@ -285,6 +286,55 @@ def _dle(cols, reference: pd.DataFrame):
                        chunk_size=len(reference)).fit(reference)
 
 
+# -- exporter ingest ----------------------------------------------------------------------------
+
+
+def ingest_cost(bundle, quick: bool) -> dict[str, float]:
+    """Events/s through the file source's ingest with the estimate's batch hook and without it
+    (the same bundle with its quality_estimator removed), interleaved rounds."""
+    import datetime as dt
+    import shutil
+
+    from mlpulse.exporter.config import ExporterConfig
+    from mlpulse.exporter.core import Exporter
+    from model_service.data import frame_for_model, generate, to_records
+
+    now = 1_767_225_600.0
+    work = Path(tempfile.mkdtemp(prefix="bench-quality-ingest-"))
+    plain = work / "plain"
+    shutil.copytree(bundle.path, plain)
+    (work / "events").mkdir()
+    meta = json.loads((plain / "metadata.json").read_text())
+    meta.pop("quality_estimator")
+    (plain / "metadata.json").write_text(json.dumps(meta))
+    records = to_records(generate(5000 if quick else 20_000, seed=9))
+    p = bundle.model.predict_proba(frame_for_model(records))[:, list(bundle.model.classes_).index("default")]
+    stamp = dt.datetime.fromtimestamp(now - 5, dt.UTC).isoformat()
+    events = [{"event": "prediction", "@timestamp": stamp, "model": {"name": bundle.name, "version": bundle.version},
+               "inputs": r, "prediction": {"value": float(q), "class": "default" if q >= 0.5 else "no_default",
+                                           "probabilities": {"no_default": float(1 - q), "default": float(q)}}}
+              for r, q in zip(records, p)]
+
+    def exporter(path):
+        cfg = ExporterConfig(events=str(work / "events" / "*.jsonl"), bundles=str(path), checkpoint="")
+        cfg.validate()
+        return Exporter(cfg, clock=lambda: now)
+
+    times: dict[str, list[float]] = {"with estimate": [], "without": []}
+    for _ in range(3):
+        for name, path in (("with estimate", bundle.path), ("without", plain)):
+            exp = exporter(path)
+            t = time.perf_counter()
+            for i in range(0, len(events), 1000):  # the tail's batches
+                exp.source.ingest(events[i:i + 1000], now)
+            times[name].append(time.perf_counter() - t)
+    rates = {k: len(events) / statistics.median(v) for k, v in times.items()}
+    rates["ratio"] = rates["with estimate"] / rates["without"]
+    print(f"\nexporter ingest, {len(events)} events in batches of 1000: {rates['without']:.0f} events/s without "
+          f"the estimate, {rates['with estimate']:.0f} with it (ratio {rates['ratio']:.2f})")
+    return rates
+
+
 # -- report -------------------------------------------------------------------------------------
 
 
@@ -344,7 +394,7 @@ def run(args) -> dict[str, Any]:
     theirs = [r["nannyml_seconds"] for r in rows if "nannyml_seconds" in r]
     print(f"\ntime per window, median: mlpulse {statistics.median(ours) * 1e3:.2f} ms"
           + (f", NannyML {statistics.median(theirs) * 1e3:.1f} ms" if theirs else ""))
-    return {"machine": info, "rows": rows, "summary": summary, "nannyml": nml is not None}
+    return {"machine": info, "rows": rows, "summary": summary, "ingest": INGEST, "nannyml": nml is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
