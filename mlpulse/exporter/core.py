@@ -49,6 +49,7 @@ class Exporter:
         self.n_slices = int(round(max(self.windows) / self.slice_seconds)) + 1
         self.references: dict[Key, Reference] = {}
         self.estimate_reference: dict[Key, list[dict]] = {}  # the estimate on each bundle's holdout
+        self._said_no_estimate = False
         self.health = Health()
         self.results: list[tuple[str, dict[str, str], float]] = []  # (metric, labels, value)
         self.source = source or open_source(config, self.slice_seconds, self.n_slices, clock)
@@ -82,7 +83,9 @@ class Exporter:
         source; Elasticsearch does not yet: no estimate series, said once)."""
         track = getattr(self.source, "track_estimate", None)
         if track is None:
-            log.info("%s: no label-free quality estimate from this source", self.source.describe())
+            if not self._said_no_estimate:  # once, not per bundle
+                self._said_no_estimate = True
+                log.info("%s: no label-free quality estimate from this source", self.source.describe())
             return
         try:
             estimator = load_for_bundle(path, metadata, ref.schema)
