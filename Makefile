@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
 SCHEDULE ?= demo
 
-.PHONY: constraints venv bundle demo test lint generate bench bench-drift clean system-deps
+.PHONY: constraints venv bundle demo test lint generate bench bench-drift bench-quality clean system-deps
 
 # constraints.txt pins every package the tests ran with (regenerate: make constraints).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -56,6 +56,12 @@ bench: venv bundle
 bench-drift: venv
 	test -x .venv-bench/bin/python || ($(PYTHON) -m venv .venv-bench && .venv-bench/bin/pip install --quiet -e . evidently 'pandas<3')
 	.venv-bench/bin/python -m bench.drift
+
+# The label-free quality estimate against realized quality and NannyML's CBPE / DLE (docs/quality.md).
+# NannyML lives in its own venv (its pins differ from ours; pandas<3 as it needs).
+bench-quality: venv
+	test -x .venv-nannyml/bin/python || ($(PYTHON) -m venv .venv-nannyml && .venv-nannyml/bin/pip install --quiet -e . nannyml statsmodels 'pandas<3')
+	.venv-nannyml/bin/python -m bench.quality_estimate
 
 # False-alarm rate, power and raw-sample agreement of the drift decisions (docs/drift-statistics.md).
 bench-drift-calibration: venv

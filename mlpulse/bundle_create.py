@@ -44,6 +44,7 @@ import numpy as np
 from mlpulse.bundle import load_bundle, save_bundle
 from mlpulse.predictor import Predictions, Predictor, model_input, python_scalar
 from mlpulse.profile import build_profile
+from mlpulse.quality.estimate import fit_for_bundle
 from mlpulse.schema import FeatureSchema, FeatureSpec, Label, OutputSpec, label_key
 
 DEFAULT_MAX_CATEGORIES = 50
@@ -419,11 +420,19 @@ def create_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        # The label-free estimate, fitted on the same holdout (docs/quality.md); labels-only
+        # classifiers get a record saying why there is none.
+        quality_estimator = fit_for_bundle(staging, plan.output, plan.schema, hold_records, list(y_hold), values,
+                                           [label_key(c) for c in labels] if labels is not None else None, proba,
+                                           seed=seed)
+        if not quality_estimator.get("method"):
+            plan.notes.append(f"no label-free quality estimate: {quality_estimator['reason']}")
         save_bundle(staging, model, name=name or out.name, version=version,
                     trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), schema=plan.schema,
                     output=plan.output, profile=profile, metrics=metrics,
                     extra={"input": plan.input, "trusted_types": plan.trusted_types,
-                           "decision_threshold": 0.5 if plan.output.kind == "binary" else None})
+                           "decision_threshold": 0.5 if plan.output.kind == "binary" else None,
+                           "quality_estimator": quality_estimator})
         load_bundle(staging, trusted=plan.trusted_types)  # verify what was written before it counts
         if out.exists():
             shutil.rmtree(out)

@@ -22,6 +22,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from mlpulse.bundle import save_bundle
 from mlpulse.profile import build_profile
+from mlpulse.quality.estimate import fit_for_bundle
 from mlpulse.schema import OutputSpec
 from model_service.data import SCHEMA, TARGET, frame_for_model, generate, to_records
 
@@ -90,6 +91,11 @@ def train(out: Path, rows: int = 50_000, seed: int = 7, version: str = "1.0.0") 
         predicted_class=np.where(p_hold >= 0.5, OUTPUT.positive_class, CLASSES[0]),
         classes=CLASSES,
     )
+    # The label-free estimate's calibration, fitted on the same holdout (docs/quality.md).
+    Path(out).mkdir(parents=True, exist_ok=True)
+    predicted = np.where(p_hold >= 0.5, OUTPUT.positive_class, CLASSES[0])
+    quality_estimator = fit_for_bundle(out, OUTPUT, SCHEMA, to_records(hold_df), [CLASSES[v] for v in y_hold], p_hold,
+                                       predicted, np.column_stack([1 - p_hold, p_hold]), seed=seed)
     save_bundle(
         out,
         pipe,
@@ -101,6 +107,7 @@ def train(out: Path, rows: int = 50_000, seed: int = 7, version: str = "1.0.0") 
         profile=profile,
         metrics=metrics,
         extra={"input": "frame", "trusted_types": sorted(TRUSTED_TYPES), "decision_threshold": 0.5,
+               "quality_estimator": quality_estimator,
                "training": {"rows": rows, "seed": seed,
                                                         "seconds": round(time.perf_counter() - started, 2)}},
     )

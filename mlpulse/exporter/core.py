@@ -26,6 +26,7 @@ from mlpulse.durations import format_duration, parse_duration
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.sources import Source, open_source
 from mlpulse.exporter.windows import PREDICTION, Reference
+from mlpulse.quality.estimate import EstimatorError, load_for_bundle, reference_values
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (model name, version)
@@ -47,6 +48,8 @@ class Exporter:
         self.slice_seconds = parse_duration(config.slice)
         self.n_slices = int(round(max(self.windows) / self.slice_seconds)) + 1
         self.references: dict[Key, Reference] = {}
+        self.estimate_reference: dict[Key, list[dict]] = {}  # the estimate on each bundle's holdout
+        self._said_no_estimate = False
         self.health = Health()
         self.results: list[tuple[str, dict[str, str], float]] = []  # (metric, labels, value)
         self.source = source or open_source(config, self.slice_seconds, self.n_slices, clock)
@@ -72,7 +75,27 @@ class Exporter:
             ref = Reference(key[0], key[1], schema, output, profile)
             self.references[key] = ref
             self.source.track(ref)
+            self._track_estimate(path, metadata, ref)
             log.info("reference loaded for %s %s from %s", key[0], key[1], path)
+
+    def _track_estimate(self, path, metadata: dict, ref: Reference) -> None:
+        """Hand the bundle's label-free estimator to the source, where it supports one (the file
+        source; Elasticsearch does not yet: no estimate series, said once)."""
+        track = getattr(self.source, "track_estimate", None)
+        if track is None:
+            if not self._said_no_estimate:  # once, not per bundle
+                self._said_no_estimate = True
+                log.info("%s: no label-free quality estimate from this source", self.source.describe())
+            return
+        try:
+            estimator = load_for_bundle(path, metadata, ref.schema)
+        except EstimatorError as e:  # the drift of this version is still monitored
+            self.health.bundle_errors += 1
+            log.error("label-free estimate of %s %s disabled: %s", ref.name, ref.version, e)
+            estimator = None
+        if estimator is not None:
+            self.estimate_reference[(ref.name, ref.version)] = reference_values(metadata)
+        track(ref, estimator)
 
     # -- ingestion ----------------------------------------------------------------------------
 
@@ -91,6 +114,10 @@ class Exporter:
                 window = self.source.window(ref, now, int(round(w / self.slice_seconds)))
                 if window is not None:  # the source could not answer: the window's series are absent
                     results.extend(self._window_results(ref, *window, format_duration(w)))
+                results.extend(self._estimate_results(ref, now, w))
+            for r in self.estimate_reference.get((ref.name, ref.version), ()):
+                results.append(("mlpulse_quality_estimated_reference", {"model": ref.name, "version": ref.version,
+                                "metric": r["metric"], "class": r["class"]}, float(r["value"])))
         self.results = results
         self.health.evaluations += 1
         self.health.evaluation_seconds = time.perf_counter() - started
@@ -143,6 +170,20 @@ class Exporter:
         if moments.get("count", 0) >= 1:
             for stat in ("mean", "std", "min", "max"):
                 emit("mlpulse_window_prediction", {"statistic": stat}, moments[stat])
+        return out
+
+    def _estimate_results(self, ref: Reference, now: float, w: float):
+        """The label-free estimate of one window with its band (mlpulse.quality.estimate)."""
+        window = getattr(self.source, "estimate_window", None)
+        estimates = window(ref, now, int(round(w / self.slice_seconds)), self.config.min_count) if window else None
+        out = []
+        base = {"model": ref.name, "version": ref.version, "window": format_duration(w)}
+        for e in estimates or ():
+            labels = {**base, "metric": e.metric, "class": e.cls}
+            for metric, value in (("mlpulse_quality_estimated", e.value), ("mlpulse_quality_estimated_lower", e.lower),
+                                  ("mlpulse_quality_estimated_upper", e.upper)):
+                if math.isfinite(value):
+                    out.append((metric, labels, float(value)))
         return out
 
     # -- checkpoint ---------------------------------------------------------------------------
@@ -209,6 +250,12 @@ METRIC_HELP = {
     "mlpulse_drift_missing_ratio": "Missing values over all values of the feature in the window",
     "mlpulse_drift_out_of_range_ratio": "Share of live values outside the training minimum and maximum",
     "mlpulse_drift_unseen_ratio": "Share of live values in categories training never saw",
+    "mlpulse_quality_estimated": "Label-free estimate of a quality metric in the window (CBPE-like for classifiers, "
+    "expected loss for regressors; docs/quality.md)",
+    "mlpulse_quality_estimated_lower": "Lower end of the estimate's 95 % band (sampling and calibration)",
+    "mlpulse_quality_estimated_upper": "Upper end of the estimate's 95 % band (sampling and calibration)",
+    "mlpulse_quality_estimated_reference": "The estimate on the bundle's holdout (out-of-fold), what a window's "
+    "estimate is compared with",
     "mlpulse_window_predictions": "Scored records in the window",
     "mlpulse_window_prediction": "Exact mean, std (population), min and max of the prediction score in the window",
 }

@@ -808,6 +808,8 @@ def model_and_data(src: Sources) -> Json:
          prom(f"max by (version) (mlpulse_drift_features_evaluated{{{win}}})", "evaluated {{version}}",
               instant=True)]), w=6, h=9)
 
+    estimated_quality_section(g, src, win)
+
     g.row("Data quality")
     g.add(timeseries(
         "Missing values per scored record", "Null or absent values of each nullable feature per scored record "
@@ -866,6 +868,56 @@ def model_and_data(src: Sources) -> Json:
                      "Predictions, drift of inputs and outputs against the training reference, and input data "
                      "quality (team ds).", ["mlpulse", "ds"], variables, g, [deployment_annotation()],
                      time_from="now-24h")
+
+
+def estimated_quality_section(g: Grid, src: Sources, win: str) -> None:
+    """The label-free quality estimate (docs/quality.md): whole-model metrics with their 95 % band,
+    every metric and class against the holdout, and the impact drift alerts carry."""
+    g.row("Estimated quality (without labels)")
+    whole = f'{win}, class=""'
+    band = timeseries(
+        "Estimated quality, whole model ($window)", "The exporter's label-free estimate over $window with its "
+        "95 % band (dashed: lower and upper), for accuracy and ROC AUC (classifiers, higher is better) or MAE and "
+        "RMSE (regressors, lower is better). EstimatedQualityDropping fires when even the better end of the 1h "
+        f"band is more than {src.t('estimated_quality_shortfall'):.0%} worse than on the holdout. Concept drift "
+        "(the truth changing, inputs not) does not show here: only labels reveal it.", "none",
+        [prom(f"max by (version, metric) (mlpulse_quality_estimated{{{whole}}})", "{{metric}} {{version}}"),
+         prom(f"max by (version, metric) (mlpulse_quality_estimated_lower{{{whole}}})",
+              "lower {{metric}} {{version}}"),
+         prom(f"max by (version, metric) (mlpulse_quality_estimated_upper{{{whole}}})",
+              "upper {{metric}} {{version}}")], decimals=3, min_value=None)
+    band["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byRegexp", "options": "^(lower|upper) .*"},
+         "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 4]}},
+                        {"id": "custom.fillOpacity", "value": 0}]}]
+    g.add(band, w=12, h=9)
+    g.add(timeseries(
+        "Estimated shortfall against the holdout (1h)", "How much worse than on the holdout the 1h estimate is "
+        "at the better end of its band, relative, per whole-model metric (negative: no worse). Line: the "
+        "EstimatedQualityDropping threshold; above it, drift alerts of the version page by severity.",
+        "percentunit",
+        [prom(f"max by (version, metric) (model_version_metric:mlpulse_quality_estimate_shortfall:1h{{{MV}}})",
+              "{{metric}} {{version}}")], thresholds=upper(src.t("estimated_quality_shortfall")), min_value=None),
+        w=8, h=9)
+    g.add(stat(
+        "Drift impact (1h)", "The impact every drift alert of the version carries: none (the 1h estimate holds: "
+        "drift alerts go to the informational receiver), degraded (EstimatedQualityDropping: drift alerts page by "
+        "severity), unknown (no estimate: too few records, or a bundle or source without one).", "none",
+        [prom(f"max by (version, impact) (model_version:mlpulse_quality_impact:1h{{{MV}}})",
+              "{{impact}} {{version}}", instant=True)], text_mode="name", color_mode="none"), w=4, h=9)
+    g.add(instant_table(
+        "Estimated quality by metric and class ($window)", "Every estimated metric over $window: the estimate, "
+        "its 95 % band, and the same estimate on the bundle's holdout (what the alert compares with). "
+        "Precision, recall and F1 are per class; the band adds sampling and calibration uncertainty.",
+        [Column("estimate", f"max by (version, metric, class) (mlpulse_quality_estimated{{{win}}})", "none",
+                decimals=3),
+         Column("lower", f"max by (version, metric, class) (mlpulse_quality_estimated_lower{{{win}}})", "none",
+                decimals=3),
+         Column("upper", f"max by (version, metric, class) (mlpulse_quality_estimated_upper{{{win}}})", "none",
+                decimals=3),
+         Column("holdout", f"max by (version, metric, class) (mlpulse_quality_estimated_reference{{{MV}}})",
+                "none", decimals=3)],
+        ["version", "metric", "class"], sort_by="estimate"), w=24, h=9)
 
 
 def input_logs(src: Sources) -> Json:

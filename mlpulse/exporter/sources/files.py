@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from mlpulse.events import EVENT_REFUSED, EVENT_SCORED
 from mlpulse.exporter.tail import EventTail
 from mlpulse.exporter.windows import Reference, Ring
+from mlpulse.quality.live import LiveEstimate
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (model name, version)
@@ -48,9 +49,12 @@ class FileSource:
         self.newest_event = 0.0
         self.tail = EventTail(config.events, start=config.start)
         self._saved_rings: dict[str, str] = {}
+        self.quality = LiveEstimate(slice_seconds, n_slices)  # label-free estimate (mlpulse.quality)
+        self._saved_quality: dict[str, dict] = {}
         if config.checkpoint:
             _state, extra = self.tail.load_checkpoint(config.checkpoint)
             self._saved_rings = extra.get("rings", {})
+            self._saved_quality = extra.get("quality", {})
 
     def track(self, ref: Reference) -> None:
         key = (ref.name, ref.version)
@@ -63,6 +67,16 @@ class FileSource:
                     ring.restore({k: data[k] for k in data.files})
             except (ValueError, OSError, KeyError) as e:
                 log.warning("window counts of %s not restored: %s", key, e)
+
+    def track_estimate(self, ref: Reference, estimator) -> None:
+        """Keep the label-free estimate's sums of a tracked version (None: its bundle has none)."""
+        key = (ref.name, ref.version)
+        self.quality.track(key, estimator)
+        self.quality.restore(key, self._saved_quality.pop(f"{ref.name}\x1f{ref.version}", None))
+
+    def estimate_window(self, ref: Reference, now: float, n_slices: int, min_count: int):
+        """The label-free estimate over the last ``n_slices`` slices; None when not estimated."""
+        return self.quality.estimate((ref.name, ref.version), now, n_slices, min_count)
 
     # -- ingestion ----------------------------------------------------------------------------
 
@@ -110,6 +124,7 @@ class FileSource:
         # One vectorised update per (model version, slice) instead of one per event.
         for (key, slice_id), (positions, scores) in batches.items():
             self.rings[key].add(slice_id, positions, scores)
+        self.quality.ingest(events, oldest)  # one call per batch (the estimate's own module)
 
     def poll(self) -> int:
         """Read what the files hold now (in bounded batches) and bin it; returns events read."""
@@ -135,7 +150,8 @@ class FileSource:
             buf = io.BytesIO()
             np.savez_compressed(buf, **ring.state())
             rings[f"{name}\x1f{version}"] = base64.b64encode(buf.getvalue()).decode()
-        self.tail.save_checkpoint(self.config.checkpoint, {"rings": rings, "slice": self.slice_seconds})
+        self.tail.save_checkpoint(self.config.checkpoint, {"rings": rings, "slice": self.slice_seconds,
+                                                           "quality": self.quality.state()})
 
     # -- health -------------------------------------------------------------------------------
 
@@ -166,6 +182,7 @@ class FileSource:
                          ("file_replaced", stats.fingerprint_mismatches)):
             lost.add_metric([cause], n)
         yield lost
+        yield from self.quality.collect()
         yield GaugeMetricFamily("mlpulse_exporter_files_tracked", "Event files open", value=stats.files_tracked)
         yield GaugeMetricFamily("mlpulse_exporter_events_dir_missing", "1 if the events directory was missing at "
                                 "the last listing", value=float(stats.missing_dir))

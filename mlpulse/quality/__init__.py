@@ -1,0 +1,1 @@
+"""Model quality without labels: the estimate (``estimate``) and its live accumulators (``live``)."""
