@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from mlpulse.schema import FeatureSchema, Label, OutputSpec, label_key
+
 # scikit-learn's per-call checks that a validated row does not need: parameters were checked at
 # fit; for ``codes`` rows (trees taking NaN as missing) finiteness too, as the service has refused
 # NaN/Infinity tokens. A frame or array model keeps its finiteness check (a missing value it cannot
 # take must still fail loudly).
 SKLEARN_FAST = {"skip_parameter_validation": True}
 SKLEARN_FAST_CODES = {**SKLEARN_FAST, "assume_finite": True}
-
-from mlpulse.schema import FeatureSchema, Label, OutputSpec, label_key
 
 
 INPUT_KINDS = ("frame", "array", "codes")

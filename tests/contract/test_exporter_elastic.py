@@ -51,7 +51,7 @@ from mlpulse.exporter.sources.elasticsearch import (
     window_bounds,
 )
 from mlpulse.exporter.windows import PREDICTED_CLASS, PREDICTION, Reference, Slot
-from model_service.data import SCHEMA, rows_for_model, generate, to_records
+from model_service.data import SCHEMA, generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import FIXTURES, samples, value
 from tests.standins.elasticsearch import ElasticsearchSearchStandIn, mapping_for_schema, stand_in_elasticsearch_search

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from mlpulse.bundle import BundleError, load_bundle, load_reference
-from model_service.data import rows_for_model, generate, to_records
+from model_service.data import generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 
 

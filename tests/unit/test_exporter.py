@@ -11,7 +11,7 @@ from mlpulse.bundle import load_bundle
 from mlpulse.exporter.config import ConfigError, ExporterConfig, load_config
 from mlpulse.exporter.core import Exporter
 from mlpulse.profile import categorical_bin_index, numeric_bin_index
-from model_service.data import SCENARIOS, SCHEMA, rows_for_model, generate, to_records
+from model_service.data import SCENARIOS, SCHEMA, generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import samples, value
 
