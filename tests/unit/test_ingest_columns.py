@@ -1,67 +1,22 @@
 """The vectorised ingest (``FileSource.ingest`` over ``Reference.bin_rows``) gives exactly the counts
-of the per-event path (``Reference.bin_event`` one event at a time, the previous ingest kept here as
-the oracle) on the same lines: malformed lines, other and refused events, unknown models, events
+of the per-event path (``Reference.bin_event`` one event at a time: the previous ingest, kept in
+``bench/per_event.py`` as the oracle and the benchmark's baseline) on the same lines: malformed lines, other and refused events, unknown models, events
 too old, broken inputs, missing values, out-of-range numbers, unseen categories, wrong types."""
 
 import datetime as dt
 import json
-import math
 import random
 
 import numpy as np
 import pytest
 
-from mlpulse.events import EVENT_REFUSED, EVENT_SCORED
-from mlpulse.exporter.sources.files import OUTCOMES, IngestBatch, event_timestamp
+from bench.per_event import per_event_ingest
+from mlpulse.exporter.sources.files import IngestBatch
 from mlpulse.exporter.tail import EventTail
-from mlpulse.exporter.windows import Ring
 from model_service.data import SCHEMA, generate, to_records
 from tests.unit.test_exporter import NOW, exporter_for
 
 KEY = ("credit-default", "1.0.0")
-
-
-def per_event_ingest(source, events, now):
-    """The ingest as it was before columns: every event binned on its own with ``bin_event``."""
-    counts, rings, newest = dict.fromkeys(OUTCOMES, 0), {}, 0.0
-    oldest = now - source.horizon
-    batches = {}
-    for e in events:
-        kind = e.get("event")
-        if kind not in (EVENT_SCORED, EVENT_REFUSED):
-            counts["other"] += 1
-            continue
-        ts = event_timestamp(e)
-        model = e.get("model")
-        if ts is None or not isinstance(model, dict):
-            counts["invalid"] += 1
-            continue
-        newest = max(newest, ts)
-        if kind == EVENT_REFUSED:
-            counts["refused"] += 1
-            continue
-        key = (model.get("name"), model.get("version"))
-        ref = source.references.get(key)
-        if ref is None:
-            counts["unknown_model"] += 1
-            continue
-        if ts <= oldest:
-            counts["too_old"] += 1
-            continue
-        inputs, pred = e.get("inputs"), e.get("prediction") or {}
-        if not isinstance(inputs, dict) or not isinstance(pred, dict):
-            counts["invalid"] += 1
-            continue
-        score = pred.get("value")
-        ring = rings.setdefault(key, Ring(ref.width, source.slice_seconds, source.n_slices))
-        batch = batches.setdefault((key, ring.slice_of(ts)), ([], []))
-        ref.bin_event(inputs, score, pred.get("class"), batch[0])
-        if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
-            batch[1].append(float(score))
-        counts["scored"] += 1
-    for (key, slice_id), (positions, scores) in batches.items():
-        rings[key].add(slice_id, positions, scores)
-    return counts, rings, newest
 
 
 def hostile_lines(n, seed):
@@ -71,7 +26,7 @@ def hostile_lines(n, seed):
     records = to_records(generate(n, seed=seed))
     weird = [None, True, False, "12", [], {}, 1e308, -1e308, 10**15, -5, 0, "", "unseen", 3.5]
     lines = []
-    for i, rec in enumerate(records):
+    for rec in records:
         ts = NOW - rng.choice([1, 30, 299, 301, 3599, 7200, 90000, 3 * 86400])
         rec = dict(rec)
         for spec in SCHEMA.features:
