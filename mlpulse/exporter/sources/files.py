@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gc
 import datetime as dt
+import gc
 import io
 import logging
 from collections.abc import Callable, Iterator
