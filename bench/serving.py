@@ -58,10 +58,14 @@ def train(tree: Path, out: Path) -> None:
                    check=True, stdout=subprocess.DEVNULL)
 
 
-def post(port: int, body: bytes) -> float:
+def post(port: int, body: bytes | None) -> float:
+    """One request on a new connection: POST /v1/predict, or GET /healthz when ``body`` is None."""
     start = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
+    if body is None:
+        conn.request("GET", "/healthz")
+    else:
+        conn.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
     r = conn.getresponse()
     r.read()
     conn.close()
@@ -70,7 +74,7 @@ def post(port: int, body: bytes) -> float:
     return time.perf_counter() - start
 
 
-def load(port: int, bodies: list[bytes], n: int) -> dict[str, float]:
+def load(port: int, bodies: list[bytes | None], n: int) -> dict[str, float]:
     t = [post(port, bodies[i % len(bodies)]) for i in range(n)]
     return {"rps": n / sum(t), "p50_ms": statistics.median(t) * 1e3, "p99_ms": percentile(t, 0.99) * 1e3}
 
@@ -130,7 +134,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                work / name / "service.log", env, cwd=tree)
             wait_http(f"http://127.0.0.1:{port}/readyz", 120, proc.popen)
         floor = Floor(work / "current" / "bundle", records)
-        jobs = [(name, k) for name in (*trees, "floor") for k in BATCHES]
+        # healthz: the HTTP and Flask floor of the current service (no body, no model).
+        bodies[0] = [None]
+        jobs = [(name, k) for name in (*trees, "floor") for k in BATCHES] + [("current", 0)]
         for name, k in jobs:  # warm-up
             floor.run(k, 20) if name == "floor" else load(ports[name], bodies[k], 20)
         rounds: list[dict[str, dict[str, float]]] = []
@@ -150,9 +156,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["rounds_figures"] = rounds
     result["median"] = {j: {m: statistics.median(rd[j][m] for rd in rounds) for m in ("rps", "p50_ms", "p99_ms")}
                         for j in rounds[0]}
-    result["ratios"] = {
+    result["ratios"] = {"p50_current_over_healthz_plus_floor/1": statistics.median(
+        rd["current/1"]["p50_ms"] / (rd["current/0"]["p50_ms"] + rd["floor/1"]["p50_ms"]) for rd in rounds)}
+    result["ratios"].update({
         f"throughput_current_over_previous/{k}": statistics.median(rd[f"current/{k}"]["rps"] / rd[f"previous/{k}"]["rps"]
-                                                                  for rd in rounds) for k in BATCHES}
+                                                                  for rd in rounds) for k in BATCHES})
     result["ratios"].update({
         f"p50_current_over_floor/{k}": statistics.median(rd[f"current/{k}"]["p50_ms"] / rd[f"floor/{k}"]["p50_ms"]
                                                          for rd in rounds) for k in BATCHES})
@@ -171,9 +179,13 @@ def report(result: dict[str, Any]) -> None:
         for k in BATCHES:
             f = m[f"{name}/{k}"]
             print(f"   {title:<34}{k:>8}{f['rps']:>12,.0f}{f['p50_ms']:>9.2f}{f['p99_ms']:>9.2f}")
+    h = m["current/0"]
+    print(f"   {'current service GET /healthz (HTTP)':<34}{'-':>8}{h['rps']:>12,.0f}{h['p50_ms']:>9.2f}{h['p99_ms']:>9.2f}")
     for k in BATCHES:
         print(f"   {k} record(s): current / previous requests/s {ratios[f'throughput_current_over_previous/{k}']:.1f}x; "
               f"current p50 / floor p50 {ratios[f'p50_current_over_floor/{k}']:.2f}x")
+    print(f"   1 record: current p50 / (healthz p50 + floor p50) "
+          f"{ratios['p50_current_over_healthz_plus_floor/1']:.2f}x (what the service adds beyond HTTP and the model)")
     t = ratios["throughput_current_over_previous/1"]
     f = ratios["p50_current_over_floor/1"]
     print("Targets")

@@ -52,8 +52,8 @@ class RowEncoder:
 
     def __call__(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
         nan = np.nan
-        rows = [[(nan if (v := r.get(n)) is None else float(v)) if lk is None else lk.get(v, nan)
-                 for n, lk in zip(self.names, self.lookups)] for r in records]
+        rows = [[(nan if v is None else float(v)) if lk is None else lk.get(v, nan)
+                 for v, lk in zip(map(r.get, self.names), self.lookups)] for r in records]
         return np.array(rows, dtype=float).reshape(len(records), len(self.names))
 
 
