@@ -12,6 +12,7 @@ a window with Chan's parallel formula, so the windowed mean and standard deviati
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,9 +134,9 @@ def _numeric_positions(slot: Slot, x: np.ndarray) -> np.ndarray:
 def _categorical_positions(slot: Slot, column: Sequence[Any]) -> np.ndarray:
     unseen = slot.offset + slot.nbins - 1
     lookup = {c: slot.offset + i for c, i in slot.lookup.items()}
-    if set(map(type, column)) <= _CATEGORY_TYPES:
+    if set(map(type, column)) <= _CATEGORY_TYPES:  # texts and nulls: one C-level dict lookup each
         get = {**lookup, None: slot.missing}.get
-        return np.fromiter((get(v, unseen) for v in column), dtype=np.int64, count=len(column))
+        return np.fromiter(map(get, column, itertools.repeat(unseen)), dtype=np.int64, count=len(column))
     return np.fromiter((lookup.get(v, unseen) if isinstance(v, str) else slot.missing for v in column),
                        dtype=np.int64, count=len(column))
 
