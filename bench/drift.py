@@ -450,7 +450,36 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
         out[f"{k}_events_per_second"] = n / s
         mbs = f"{file_bytes / s / 1e6:8.1f}" if k.startswith("tail") else f"{'':>8}"
         print(f"   {label:<44}{n / s:>12,.0f}{s / n * 1e6:>10.1f}{mbs}")
+    out["decoders"] = measure_decoders((bench.events_dir / "predictions.jsonl").read_bytes().splitlines(), rounds)
     print()
+    return out
+
+
+def measure_decoders(lines: list[bytes], rounds: int) -> dict[str, float]:
+    """Lines/s of the JSON decoders the exporter could use, one line at a time, with Python's cycle
+    collector running and paused (the exporter pauses it per batch); msgspec only if importable."""
+    import gc
+
+    decoders: dict[str, Callable[[bytes], Any]] = {"orjson": orjson.loads}
+    try:
+        import msgspec
+
+        decoders["msgspec (untyped)"] = msgspec.json.Decoder().decode
+    except ImportError:
+        pass
+    out: dict[str, float] = {}
+    for name, decode in decoders.items():
+        for paused in (False, True):
+            best = []
+            for _ in range(rounds):
+                if paused:
+                    gc.disable()
+                try:
+                    best.append(timed(lambda decode=decode: [decode(line) for line in lines]))
+                finally:
+                    gc.enable()
+            out[f"{name}{', collector paused' if paused else ''}"] = len(lines) / median(best)
+    print("   JSON decoders, lines/s: " + "; ".join(f"{k} {v:,.0f}" for k, v in out.items()))
     return out
 
 
