@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
 SCHEDULE ?= demo
 
-.PHONY: constraints venv bundle demo test lint generate bench bench-drift bench-quality clean system-deps
+.PHONY: constraints venv bundle demo test lint generate bench bench-serving bench-drift bench-quality clean system-deps
 
 # constraints.txt pins every package the tests ran with (regenerate: make constraints).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -50,6 +50,10 @@ generate: venv bundle
 
 bench: venv bundle
 	$(PY) -m bench.instrumentation
+
+# The request path beside the previous service (a temporary git worktree), under gunicorn.
+bench-serving: venv
+	$(PY) -m bench.serving
 
 # Evidently pins its own numpy/pandas/scipy ranges, so it lives in a separate venv and never
 # changes what the tests run against.

@@ -58,13 +58,14 @@ import orjson
 import pandas as pd
 
 from bench.machine import machine
+from bench.per_event import per_event_ingest
 from mlpulse import drift
 from mlpulse.bundle import save_bundle
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import Exporter
 from mlpulse.exporter.tail import EventTail
-from mlpulse.exporter.windows import PREDICTED_CLASS, PREDICTION, Reference
-from mlpulse.profile import build_profile, categorical_bin_index, numeric_bin_index
+from mlpulse.exporter.windows import PREDICTED_CLASS, Reference
+from mlpulse.profile import build_profile
 from mlpulse.schema import FeatureSchema, FeatureSpec, OutputSpec
 from model_service.data import SCENARIOS, generate
 from model_service.data import SCHEMA as SERVICE_SCHEMA
@@ -238,32 +239,13 @@ def key_of(exporter: Exporter) -> tuple[str, str]:
 
 def bin_sample(ref: Reference, sample: Sample) -> tuple[np.ndarray, drift.Moments]:
     """The count vector of a whole sample in the reference's layout, binned column by column with
-    the profile's own binning (what ``Reference.bin_event`` does one event at a time)."""
-    vec = np.zeros(ref.width, dtype=np.int64)
-
-    def numeric(slot_name: str, x: np.ndarray) -> None:
-        slot = ref.slots[slot_name]
-        ok = ~np.isnan(x)
-        idx = numeric_bin_index(slot.edges, x[ok])
-        vec[slot.offset: slot.offset + slot.nbins] = np.bincount(idx, minlength=slot.nbins)
-        vec[slot.missing] = int(x.size - ok.sum())
-
-    def categorical(slot_name: str, values: list[Any]) -> None:
-        slot = ref.slots[slot_name]
-        present = [v for v in values if isinstance(v, str)]
-        idx = categorical_bin_index(ref.entries[slot_name]["categories"], present)
-        vec[slot.offset: slot.offset + slot.nbins] = np.bincount(idx, minlength=slot.nbins)
-        vec[slot.missing] = len(values) - len(present)
-
-    for name in ref.schema.names:
-        if ref.slots[name].kind == "numeric":
-            numeric(name, sample.frame[name].to_numpy(dtype=float))
-        else:
-            categorical(name, sample.frame[name].tolist())
-    numeric(PREDICTION, np.asarray(sample.score, dtype=float))
-    if PREDICTED_CLASS in ref.slots:
-        categorical(PREDICTED_CLASS, sample.cls)
-    return vec, drift.Moments.from_values(sample.score)
+    the exporter's own batch binning (``Reference.bin_columns``, what its ingest runs)."""
+    columns = {n: (sample.frame[n].to_numpy(dtype=float) if ref.slots[n].kind == "numeric" else sample.frame[n].tolist())
+               for n in ref.schema.names}
+    positions, values = ref.bin_columns(columns, np.asarray(sample.score, dtype=float),
+                                        sample.cls if PREDICTED_CLASS in ref.slots else None)
+    vec = np.bincount(positions.ravel(), minlength=ref.width)
+    return vec, drift.Moments.from_values(values)
 
 
 def fill_bulk(exporter: Exporter, rows: int, vec: np.ndarray, moments: drift.Moments, seed: int) -> None:
@@ -433,9 +415,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: int) -> dict[str, Any]:
     n = len(events)
-    times: dict[str, list[float]] = {"ingest": [], "tail": [], "tail+ingest": []}
+    times: dict[str, list[float]] = {"per_event": [], "ingest": [], "tail": [], "tail+ingest": []}
     for _ in range(rounds):
         exp = bench.exporter(ONE_WINDOW)
+        # The previous path, one event at a time (bin_event), kept in the tests as the oracle.
+        times["per_event"].append(timed(lambda exp=exp: [per_event_ingest(exp.source, events[i:i + 10_000], NOW)
+                                                         for i in range(0, n, 10_000)]))
         times["ingest"].append(timed(lambda exp=exp: [exp.source.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)]))
         assert exp.source.events["scored"] == n, exp.source.events
 
@@ -452,19 +437,49 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
         exp = bench.exporter(ONE_WINDOW, events=True)
         times["tail+ingest"].append(timed(exp.poll))
         assert exp.source.events["scored"] == n, exp.source.events
-        exp.tail.close()
+        exp.source.tail.close()
     out = {"events": n, "rounds": rounds, "file_bytes": file_bytes, "seconds": times}
     print(f"1. Ingest rate: {n:,} events, {len(WIDE_SCHEMA.names)} inputs each, median of {rounds} rounds")
     print(f"   {'path':<44}{'events/s':>12}{'us/event':>10}{'MB/s':>8}")
-    labels = {"ingest": "Exporter.ingest (event dicts in memory)",
+    labels = {"per_event": "per-event binning (the previous ingest)",
+              "ingest": "Exporter.ingest (event dicts in memory)",
               "tail": "EventTail.poll only (read + orjson parse)",
               "tail+ingest": "Exporter.poll (EventTail.poll + ingest)"}
     for k, label in labels.items():
         s = median(times[k])
         out[f"{k}_events_per_second"] = n / s
-        mbs = f"{file_bytes / s / 1e6:8.1f}" if k != "ingest" else f"{'':>8}"
+        mbs = f"{file_bytes / s / 1e6:8.1f}" if k.startswith("tail") else f"{'':>8}"
         print(f"   {label:<44}{n / s:>12,.0f}{s / n * 1e6:>10.1f}{mbs}")
+    out["decoders"] = measure_decoders((bench.events_dir / "predictions.jsonl").read_bytes().splitlines(), rounds)
     print()
+    return out
+
+
+def measure_decoders(lines: list[bytes], rounds: int) -> dict[str, float]:
+    """Lines/s of the JSON decoders the exporter could use, one line at a time, with Python's cycle
+    collector running and paused (the exporter pauses it per batch); msgspec only if importable."""
+    import gc
+
+    decoders: dict[str, Callable[[bytes], Any]] = {"orjson": orjson.loads}
+    try:
+        import msgspec
+
+        decoders["msgspec (untyped)"] = msgspec.json.Decoder().decode
+    except ImportError:
+        pass
+    out: dict[str, float] = {}
+    for name, decode in decoders.items():
+        for paused in (False, True):
+            best = []
+            for _ in range(rounds):
+                if paused:
+                    gc.disable()
+                try:
+                    best.append(timed(lambda decode=decode: [decode(line) for line in lines]))
+                finally:
+                    gc.enable()
+            out[f"{name}{', collector paused' if paused else ''}"] = len(lines) / median(best)
+    print("   JSON decoders, lines/s: " + "; ".join(f"{k} {v:,.0f}" for k, v in out.items()))
     return out
 
 
@@ -538,7 +553,7 @@ def compare(bench: Bench, ref: Sample, cur: Sample, events: list[dict], ev: Any,
 
     # Evidently's methods in mlpulse (numeric: normalised Wasserstein 0.1, categorical: JS 0.1).
     exp_w = bench.exporter(ONE_WINDOW, method="wasserstein")
-    exp_w.rings[key_of(exp_w)].restore(exp.rings[key_of(exp)].state())
+    exp_w.source.rings[key_of(exp_w)].restore(exp.source.rings[key_of(exp)].state())
 
     exp.evaluate(NOW)
     bin_and_evaluate()

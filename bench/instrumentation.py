@@ -91,6 +91,9 @@ class _NoEvents:
     def write(self, event: str, fields: dict[str, Any]) -> None:
         pass
 
+    def write_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        pass  # what Scorer calls: without it the variant logged a traceback per request
+
     def close(self) -> None:
         pass
 

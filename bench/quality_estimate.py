@@ -139,7 +139,7 @@ def compare_classification(name: str, classes, positive, est: ClassificationEsti
 
 
 def credit_windows(quick: bool):
-    from model_service.data import frame_for_model, generate, to_records
+    from model_service.data import generate, rows_for_model, to_records
     from model_service.train import TRUSTED_TYPES, train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-quality-"))
@@ -149,7 +149,7 @@ def credit_windows(quick: bool):
     pos = list(bundle.model.classes_).index("default")
 
     def score(frame):
-        p = bundle.model.predict_proba(frame_for_model(to_records(frame)))[:, pos]
+        p = bundle.model.predict_proba(rows_for_model(to_records(frame)))[:, pos]
         return np.column_stack([1 - p, p]), (p >= 0.5).astype(int), frame["default"].to_numpy()
 
     size = 2000
@@ -297,7 +297,7 @@ def ingest_cost(bundle, quick: bool) -> dict[str, float]:
 
     from mlpulse.exporter.config import ExporterConfig
     from mlpulse.exporter.core import Exporter
-    from model_service.data import frame_for_model, generate, to_records
+    from model_service.data import generate, rows_for_model, to_records
 
     now = 1_767_225_600.0
     work = Path(tempfile.mkdtemp(prefix="bench-quality-ingest-"))
@@ -308,7 +308,7 @@ def ingest_cost(bundle, quick: bool) -> dict[str, float]:
     meta.pop("quality_estimator")
     (plain / "metadata.json").write_text(json.dumps(meta))
     records = to_records(generate(5000 if quick else 20_000, seed=9))
-    p = bundle.model.predict_proba(frame_for_model(records))[:, list(bundle.model.classes_).index("default")]
+    p = bundle.model.predict_proba(rows_for_model(records))[:, list(bundle.model.classes_).index("default")]
     stamp = dt.datetime.fromtimestamp(now - 5, dt.UTC).isoformat()
     events = [{"event": "prediction", "@timestamp": stamp, "model": {"name": bundle.name, "version": bundle.version},
                "inputs": r, "prediction": {"value": float(q), "class": "default" if q >= 0.5 else "no_default",

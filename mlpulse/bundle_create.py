@@ -52,6 +52,15 @@ DEFAULT_HOLDOUT_FRACTION = 0.25
 # Types from these packages are trusted once skops lists them: the fitted estimators of the
 # scientific stack. Anything else must be trusted by name, at bundle time and again at serve time.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+# And these names: a scikit-learn estimator with native categorical features holds
+# ``functools.partial(sklearn.utils.validation.check_array, ...)``. skops loads a partial's function,
+# arguments and keywords as nodes of their own, each under the same trust check, so a partial can
+# only ever wrap what is trusted anyway.
+TRUSTED_NAMES = ("functools.partial",)
+
+
+def trusted_by_default(name: str) -> bool:
+    return name.startswith(TRUSTED_PREFIXES) or name in TRUSTED_NAMES
 INPUT_KINDS = ("frame", "array")  # how the model takes its input (docs/own-model.md)
 
 
@@ -116,7 +125,7 @@ def load_model(spec: str, trust: Sequence[str] = ()) -> Any:
 
 def untrusted_types(types: Iterable[str], trust: Sequence[str] = ()) -> list[str]:
     """The types neither from the trusted packages nor named in ``trust``."""
-    return sorted(t for t in types if not t.startswith(TRUSTED_PREFIXES) and t not in set(trust))
+    return sorted(t for t in types if not trusted_by_default(t) and t not in set(trust))
 
 
 def _untrusted_message(types: Sequence[str]) -> str:

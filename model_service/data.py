@@ -155,6 +155,14 @@ def to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
+MODEL_INPUT = "codes"  # what the reference model takes (mlpulse.predictor): categories as their codes
+
+
+def rows_for_model(records: list[dict[str, Any]], schema: FeatureSchema = SCHEMA) -> np.ndarray:
+    """The matrix the reference model expects: what the service builds for it."""
+    return model_input(records, schema, MODEL_INPUT)
+
+
 def frame_for_model(records: list[dict[str, Any]], schema: FeatureSchema = SCHEMA) -> pd.DataFrame:
     """The DataFrame the fitted pipeline expects: what the service builds for a bundle whose input
     is ``frame`` (``mlpulse.predictor.model_input``)."""

@@ -170,6 +170,16 @@ class ModelMetrics:
             if value is None:
                 self._missing[feature].inc()
 
+    def observe_missing_batch(self, rows: Sequence[dict[str, Any]]) -> None:
+        """``observe_missing`` for a batch: one increment per feature with missing values."""
+        counts: dict[str, int] = {}
+        for values in rows:
+            for feature, value in values.items():
+                if value is None:
+                    counts[feature] = counts.get(feature, 0) + 1
+        for feature, n in counts.items():
+            self._missing[feature].inc(n)
+
     def observe_request_error(self, reason: str) -> None:
         """Count a refused request; a reason not declared up front gets its series now (reasons are
         the service's own constants, never client input, so the label stays bounded)."""

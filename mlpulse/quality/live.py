@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import CounterMetricFamily
 
-from mlpulse.events import EVENT_SCORED
 from mlpulse.quality.estimate import ClassificationEstimator, RegressionEstimator
 
 log = logging.getLogger(__name__)
@@ -59,25 +58,21 @@ class LiveEstimate:
         self.estimators[key] = estimator
         self.rings[key] = SumRing(estimator.width, self.slice_seconds, self.n_slices)
 
-    def ingest(self, events: list[dict[str, Any]], oldest: float) -> None:
-        """The one hook per batch: scored events newer than ``oldest`` of estimated versions."""
-        from mlpulse.exporter.sources.files import event_timestamp  # the one parser (imported late: files imports us)
-
-        groups: dict[tuple[Key, int], list[dict[str, Any]]] = {}
-        for e in events:
-            if e.get("event") != EVENT_SCORED or not isinstance(e.get("model"), dict):
+    def ingest(self, scored: dict[Key, Any]) -> None:
+        """The one hook per batch (``FileSource.batch_hooks``): per model version, the scored events
+        the drift windows took, with their timestamps (``files.ScoredEvents``), so the estimate
+        counts exactly the records the drift statistics count."""
+        for key, batch in scored.items():
+            est = self.estimators.get(key)
+            if est is None:
                 continue
-            key = (e["model"].get("name"), e["model"].get("version"))
-            if key not in self.estimators:
-                continue
-            ts = event_timestamp(e)
-            if ts is not None and ts > oldest:  # without a timestamp the file source counts it as invalid
-                groups.setdefault((key, math.floor(ts / self.slice_seconds)), []).append(e)
-        for (key, slice_id), group in groups.items():
-            est = self.estimators[key]
-            sums = self._classification(est, group) if isinstance(est, ClassificationEstimator) \
-                else self._regression(est, group)
-            self.rings[key].add(slice_id, sums)
+            groups: dict[int, list[dict[str, Any]]] = {}
+            for e, ts in zip(batch.events, batch.ts):
+                groups.setdefault(math.floor(ts / self.slice_seconds), []).append(e)
+            for slice_id, group in groups.items():
+                sums = self._classification(est, group) if isinstance(est, ClassificationEstimator) \
+                    else self._regression(est, group)
+                self.rings[key].add(slice_id, sums)
 
     def _classification(self, est: ClassificationEstimator, events: list[dict[str, Any]]) -> np.ndarray:
         lookup = {c: i for i, c in enumerate(est.classes)}

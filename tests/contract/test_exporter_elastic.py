@@ -51,7 +51,7 @@ from mlpulse.exporter.sources.elasticsearch import (
     window_bounds,
 )
 from mlpulse.exporter.windows import PREDICTED_CLASS, PREDICTION, Reference, Slot
-from model_service.data import SCHEMA, frame_for_model, generate, to_records
+from model_service.data import SCHEMA, generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import FIXTURES, samples, value
 from tests.standins.elasticsearch import ElasticsearchSearchStandIn, mapping_for_schema, stand_in_elasticsearch_search
@@ -77,7 +77,7 @@ def stamp(ts: float) -> str:
 
 def make_events(model, n, seed, ts, scenario="baseline", version="1.0.0"):
     records = to_records(generate(n, seed=seed, scenario=scenario))
-    proba = model.predict_proba(frame_for_model(records))[:, 0]  # classes_ sorted: "default" first
+    proba = model.predict_proba(rows_for_model(records))[:, 0]  # classes_ sorted: "default" first
     return [{"event": "prediction", "@timestamp": stamp(ts), "model": {"name": KEY[0], "version": version},
              "inputs": r, "prediction": {"value": float(p), "class": "default" if p >= 0.5 else "no_default"}}
             for r, p in zip(records, proba)]

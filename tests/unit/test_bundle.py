@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from mlpulse.bundle import BundleError, load_bundle, load_reference
-from model_service.data import frame_for_model, generate, to_records
+from model_service.data import generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 
 
@@ -17,7 +17,7 @@ def copy(bundle_dir, tmp_path):
 
 def test_bundle_loads_and_scores(bundle_dir):
     b = load_bundle(bundle_dir, trusted=TRUSTED_TYPES)
-    proba = b.model.predict_proba(frame_for_model(to_records(generate(20, seed=5))))
+    proba = b.model.predict_proba(rows_for_model(to_records(generate(20, seed=5))))
     assert proba.shape == (20, 2)
     md = b.metadata
     assert md["libraries"]["scikit-learn"] and md["metrics"]["roc_auc"] > 0.6

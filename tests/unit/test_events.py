@@ -84,3 +84,39 @@ def test_write_many_formats_like_write_and_keeps_lines_whole(tmp_path):
     assert sorted(e["i"] for e in events) == list(range(-1, 300))
     first, other = events[0], next(e for e in events if e["i"] == 0)
     assert set(first) == set(other) and first["nested"] == other["nested"]
+
+
+def test_lines_are_the_bytes_python_json_logger_writes(tmp_path):
+    """write_many encodes with orjson directly; python-json-logger's formatter, fed the same record,
+    must give the same line but for the timestamp's value."""
+    import logging
+    import re
+
+    from mlpulse.events import json_safe
+
+    events = [
+        ("prediction", {"request_id": "r1", "model": {"name": "m", "version": "1"}, "record_index": 0,
+                        "batch_size": 2, "inputs": {"x": 1.5, "n": None, "big": 2**62, "s": "é\u2028\"q"},
+                        "prediction": {"value": 0.25, "class": "yes", "probabilities": {"no": 0.75, "yes": 0.25}},
+                        "latency_ms": 1.234, "violations": [{"feature": "x", "field": "x", "reason": "out_of_range"}]}),
+        ("prediction.refused", {"request_id": "r2", "raw_inputs": "{\"a\": [1, {}]}", "violations": []}),
+        ("request.refused", {"reason": "malformed_json", "detail": "x" * 5000, "body_bytes": 7}),
+        ("prediction", {"inputs": {"huge": 2**80, "bad": "\ud800"}}),  # orjson refuses: json_safe
+    ]
+    log = EventLog(tmp_path)
+    log.write_many(events)
+    log.close()
+    written = (tmp_path / ACTIVE_NAME).read_bytes().splitlines(keepends=True)
+    assert len(written) == len(events)
+    stamp = re.compile(rb'"@timestamp":"[^"]+"')
+    for line, (event, fields) in zip(written, events):
+        record = logging.LogRecord("t", logging.INFO, "", 0, event, None, None)
+        record.__dict__.update(fields)
+        try:
+            expected = (log.handler.formatter.format(record) + "\n").encode()
+        except TypeError:
+            record = logging.LogRecord("t", logging.INFO, "", 0, event, None, None)
+            record.__dict__.update(json_safe(fields))
+            expected = (log.handler.formatter.format(record) + "\n").encode()
+        assert stamp.sub(b"T", line) == stamp.sub(b"T", expected)
+        assert stamp.search(line) and b'"@timestamp":"20' in line

@@ -11,7 +11,7 @@ from mlpulse.bundle import load_bundle
 from mlpulse.exporter.config import ConfigError, ExporterConfig, load_config
 from mlpulse.exporter.core import Exporter
 from mlpulse.profile import categorical_bin_index, numeric_bin_index
-from model_service.data import SCENARIOS, SCHEMA, frame_for_model, generate, to_records
+from model_service.data import SCENARIOS, SCHEMA, generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import samples, value
 
@@ -26,7 +26,7 @@ def model(bundle_dir):
 
 def make_events(model, n, seed, scenario="baseline", ts=NOW - 1, version="1.0.0"):
     records = to_records(generate(n, seed=seed, scenario=scenario))
-    proba = model.predict_proba(frame_for_model(records))[:, 0]  # classes_ sorted: "default" first
+    proba = model.predict_proba(rows_for_model(records))[:, 0]  # classes_ sorted: "default" first
     stamp = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat()
     return [{"event": "prediction", "@timestamp": stamp, "model": {"name": "credit-default", "version": version},
              "inputs": r, "prediction": {"value": float(p), "class": "default" if p >= 0.5 else "no_default"}}

@@ -20,7 +20,7 @@ from mlpulse.bundle_create import to_records as table_records
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import Exporter
 from mlpulse.quality.estimate import ESTIMATOR_FILE, load_for_bundle
-from model_service.data import frame_for_model, generate, to_records
+from model_service.data import generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import samples
 
@@ -40,7 +40,7 @@ def stamp(ts):
 def events_for(model, n, seed, ts):
     """Scored events as the service logs them, with both class probabilities."""
     records = to_records(generate(n, seed=seed))
-    p = model.predict_proba(frame_for_model(records))[:, list(model.classes_).index("default")]
+    p = model.predict_proba(rows_for_model(records))[:, list(model.classes_).index("default")]
     return [{"event": "prediction", "@timestamp": stamp(ts), "model": {"name": ML["model"], "version": ML["version"]}, "inputs": r,
              "prediction": {"value": float(q), "class": "default" if q >= 0.5 else "no_default",
                             "probabilities": {"no_default": float(1 - q), "default": float(q)}}}

@@ -28,7 +28,7 @@ from mlpulse.quality.estimate import (
     realized_regression,
 )
 from mlpulse.schema import FeatureSchema, FeatureSpec
-from model_service.data import SCHEMA, frame_for_model, generate, to_records
+from model_service.data import SCHEMA, generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES, train
 
 CLASSES = ("no_default", "default")
@@ -49,7 +49,7 @@ def credit(tmp_path_factory):
 
 def score_credit(bundle, frame):
     """Raw probabilities (no_default, default), served class indices and true class indices."""
-    p = bundle.model.predict_proba(frame_for_model(to_records(frame)))[:, list(bundle.model.classes_).index("default")]
+    p = bundle.model.predict_proba(rows_for_model(to_records(frame)))[:, list(bundle.model.classes_).index("default")]
     return np.column_stack([1 - p, p]), (p >= 0.5).astype(int), frame["default"].to_numpy()
 
 

@@ -1,0 +1,126 @@
+"""The vectorised ingest (``FileSource.ingest`` over ``Reference.bin_rows``) gives exactly the counts
+of the per-event path (``Reference.bin_event`` one event at a time: the previous ingest, kept in
+``bench/per_event.py`` as the oracle and the benchmark's baseline) on the same lines: malformed lines, other and refused events, unknown models, events
+too old, broken inputs, missing values, out-of-range numbers, unseen categories, wrong types."""
+
+import datetime as dt
+import json
+import random
+
+import numpy as np
+import pytest
+
+from bench.per_event import per_event_ingest
+from mlpulse.exporter.sources.files import IngestBatch
+from mlpulse.exporter.tail import EventTail
+from model_service.data import SCHEMA, generate, to_records
+from tests.unit.test_exporter import NOW, exporter_for
+
+KEY = ("credit-default", "1.0.0")
+
+
+def hostile_lines(n, seed):
+    """JSON lines of scored events with every kind of value the binning must place, mixed with
+    lines that must not be binned at all."""
+    rng = random.Random(seed)
+    records = to_records(generate(n, seed=seed))
+    weird = [None, True, False, "12", [], {}, 1e308, -1e308, 10**15, -5, 0, "", "unseen", 3.5]
+    lines = []
+    for rec in records:
+        ts = NOW - rng.choice([1, 30, 299, 301, 3599, 7200, 90000, 3 * 86400])
+        rec = dict(rec)
+        for spec in SCHEMA.features:
+            r = rng.random()
+            if r < 0.05:
+                rec[spec.name] = rng.choice(weird)
+            elif r < 0.08:
+                rec.pop(spec.name)
+            elif r < 0.1 and spec.kind == "numeric":
+                rec[spec.name] = (spec.maximum or 0) * 10 + 1  # out of range
+            elif r < 0.12 and spec.kind == "categorical":
+                rec[spec.name] = f"new-{rng.randint(0, 3)}"  # unseen category
+        score = rng.random()
+        pred = {"value": rng.choice([score] * 8 + [None, "x", True, 2.5]),
+                "class": rng.choice(["default", "no_default", "no_default", None, "other", 1])}
+        event = {"event": "prediction", "@timestamp": dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(),
+                 "model": {"name": "credit-default", "version": rng.choice(["1.0.0"] * 9 + ["9.9.9"])},
+                 "inputs": rec, "prediction": pred}
+        r = rng.random()
+        if r < 0.03:
+            event["event"] = "prediction.refused"
+        elif r < 0.05:
+            event["event"] = "feedback"
+        elif r < 0.06:
+            event["@timestamp"] = "yesterday"
+        elif r < 0.07:
+            event["inputs"] = ["not", "an", "object"]
+        elif r < 0.08:
+            event["prediction"] = 0.3
+        elif r < 0.09:
+            event["model"] = "credit-default"
+        lines.append(json.dumps(event).encode())
+        r = rng.random()
+        if r < 0.02:
+            lines.append(b'{"event": "prediction", "inputs": {')  # cut JSON
+        elif r < 0.03:
+            lines.append(b"\xff\xfe not utf-8")
+        elif r < 0.04:
+            lines.append(b"[1, 2, 3]")
+        elif r < 0.05:
+            lines.append(b"")
+    return lines
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_vectorised_ingest_counts_equal_the_per_event_path(bundle_dir, tmp_path, seed):
+    lines = hostile_lines(3000, seed)
+    (tmp_path / "events").mkdir()
+    (tmp_path / "events" / "predictions.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    exp = exporter_for(bundle_dir, tmp_path, start="beginning")
+    seen = []
+    exp.source.batch_hooks.append(seen.append)
+    assert exp.source.poll() > 0
+
+    with EventTail(str(tmp_path / "events" / "*.jsonl"), start="beginning") as tail:
+        events = []
+        while True:
+            events += tail.poll()
+            if not tail.more:
+                break
+        assert sum(tail.stats.malformed.values()) > 0, "the lines must hold malformed ones"
+    counts, rings, newest = per_event_ingest(exp.source, events, NOW)
+
+    assert exp.source.events == counts
+    assert min(counts.values()) > 0, f"every outcome must occur: {counts}"
+    assert exp.source.newest_event == newest
+    ring, oracle = exp.source.rings[KEY], rings[KEY]
+    assert np.array_equal(ring.ids, oracle.ids)
+    assert np.array_equal(ring.counts, oracle.counts)
+    assert ring.counts[:, :].sum() > 0
+    assert np.array_equal(ring.mcount, oracle.mcount)
+    for name in ("mmean", "m2", "mmin", "mmax"):
+        np.testing.assert_allclose(getattr(ring, name), getattr(oracle, name), rtol=1e-12, atol=0)
+    # The hooks saw every decoded event once, and the scored ones as columns.
+    assert all(isinstance(b, IngestBatch) for b in seen)
+    assert sum(len(b.events) for b in seen) == len(events)
+    assert sum(len(b.scored[KEY].events) for b in seen if KEY in b.scored) == counts["scored"]
+    first = next(b.scored[KEY] for b in seen if KEY in b.scored)
+    assert first.column("age") == [r.get("age") for r in first.inputs]
+
+
+def test_bin_columns_takes_numpy_columns_as_the_events_hold_them(bundle_dir, tmp_path):
+    exp = exporter_for(bundle_dir, tmp_path)
+    ref = exp.references[KEY]
+    frame = generate(500, seed=4)
+    rows = to_records(frame)
+    scores = list(np.linspace(0, 1, 500))
+    classes = ["default"] * 250 + ["no_default"] * 250
+    from_rows, _ = ref.bin_rows(rows, scores, classes)
+    columns = {s.name: (frame[s.name].to_numpy(dtype=float) if s.kind == "numeric" and frame[s.name].notna().all()
+                        else frame[s.name].tolist()) for s in SCHEMA.features}
+    from_columns, _ = ref.bin_columns(columns, np.asarray(scores), classes)
+    assert np.array_equal(from_rows, from_columns)
+    expected = []
+    for r, s, c in zip(rows, scores, classes):
+        ref.bin_event(r, s, c, expected)
+    assert np.array_equal(np.sort(from_rows.ravel()), np.sort(np.asarray(expected)))
