@@ -7,7 +7,8 @@
 finite number for a regressor; ``record_index`` defaults to 0. The ledger (``ledger.Ledger``) says
 whether the prediction exists (within the join horizon) and what label it already has: the same
 label again is a duplicate (taken, counted once), another one an update (logged with the label it
-replaces). A call with any item refused stores nothing and answers 422 naming each item's problem.
+replaces). A call with any item refused stores nothing and answers naming each item's problem: 404
+when every problem is an unknown prediction, 422 otherwise.
 Every item, taken or refused, leaves one event line (``feedback`` or ``feedback.refused``) and is
 counted (``mlpulse_feedback_labels_total``, ``mlpulse_feedback_refused_total``).
 """
@@ -90,6 +91,8 @@ class FeedbackTaker:
             return error("invalid_item", "request_id", "request_id must be the X-Request-ID of a prediction "
                          "(1 to 128 of A-Z a-z 0-9 . _ : -)")
         index = item.get("record_index", 0)
+        if isinstance(index, float) and index.is_integer():
+            index = int(index)  # 3.0 is the integer 3 in JSON Schema
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1 << 31:
             return error("invalid_item", "record_index", "record_index must be a non-negative integer")
         if "label" not in item:
@@ -135,6 +138,10 @@ class FeedbackTaker:
                                                for i, _it, _o in results if i not in bad])
             n = len(raw_items)
             what = "the item was" if n == 1 else f"{len(bad)} of {n} items were"
+            if all(e["reason"] in ("unknown_request", "unknown_record") for e in errors):
+                # Well-formed, but about predictions the ledger does not hold (never made, or expired).
+                raise FeedbackError(404, "unknown-prediction", "Unknown prediction", f"{what} refused; nothing was "
+                                    "stored; see errors", errors[:200])
             raise FeedbackError(422, "invalid-feedback", "Invalid feedback", f"{what} refused; nothing was stored; "
                                 "see errors", errors[:200])
         events, answers = [], []

@@ -156,7 +156,7 @@ def feedback_schemas(output: OutputSpec, problem: dict[str, Any]) -> dict[str, A
     item = {"type": "object", "properties": {
         "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
                        "description": "X-Request-ID of the prediction"},
-        "record_index": {"type": "integer", "minimum": 0, "default": 0,
+        "record_index": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0,
                          "description": "position of the record in its request"},
         "label": label}, "required": ["request_id", "label"], "additionalProperties": False}
     result = {"type": "object", "properties": {
@@ -175,7 +175,7 @@ def feedback_schemas(output: OutputSpec, problem: dict[str, Any]) -> dict[str, A
 def feedback_path(output: OutputSpec, max_batch: int, request_id: dict[str, Any]) -> dict[str, Any]:
     ref = {"$ref": "#/components/schemas/FeedbackItem"}
     problems = {str(c): {"description": "problem", "content": {"application/problem+json": {
-        "schema": {"$ref": "#/components/schemas/FeedbackProblem"}}}} for c in (400, 413, 415, 422, 503)}
+        "schema": {"$ref": "#/components/schemas/FeedbackProblem"}}}} for c in (400, 404, 413, 415, 422, 503)}
     return {"post": {
         "summary": "Ground truth for earlier predictions: one item (object) or several (array, all or nothing); "
         "the same label twice counts once, a changed label is an update",

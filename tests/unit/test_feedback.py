@@ -68,9 +68,10 @@ def test_a_bad_item_refuses_the_call_names_its_problem_and_stores_nothing(client
     predict(client, RECORDS[:2], "r-2")
     good = {"request_id": "r-2", "record_index": 1, "label": "default"}
     r = feedback(client, [good, item])
-    assert r.status_code == 422 and r.mimetype == "application/problem+json"
+    unknown = reason.startswith("unknown_")
+    assert r.status_code == (404 if unknown else 422) and r.mimetype == "application/problem+json"
     body = r.get_json()
-    assert body["type"] == "urn:mlpulse:problem:invalid-feedback"
+    assert body["type"] == "urn:mlpulse:problem:" + ("unknown-prediction" if unknown else "invalid-feedback")
     assert body["errors"] == [{"item": 1, "field": field, "reason": reason, "detail": body["errors"][0]["detail"]}]
     refused = [e for e in read_events(config.events_dir) if e["event"] == "feedback.refused"]
     assert [(e["record_index"], e["reason"]) for e in refused] == [(0, "call_refused"), (1, reason)]

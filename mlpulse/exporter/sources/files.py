@@ -48,9 +48,19 @@ class FileSource:
         self.newest_event = 0.0
         self.tail = EventTail(config.events, start=config.start)
         self._saved_rings: dict[str, str] = {}
+        self.join = None  # the feedback join (mlpulse.exporter.quality), attached by the exporter
+        self._saved_join: dict[str, Any] | None = None
         if config.checkpoint:
             _state, extra = self.tail.load_checkpoint(config.checkpoint)
             self._saved_rings = extra.get("rings", {})
+            self._saved_join = extra.get("join")
+
+    def attach_join(self, join) -> None:
+        """Hand every batch to ``join`` from now on; its state is checkpointed with the tail's position."""
+        self.join = join
+        if self._saved_join is not None:
+            join.restore(self._saved_join)
+            self._saved_join = None
 
     def track(self, ref: Reference) -> None:
         key = (ref.name, ref.version)
@@ -68,6 +78,8 @@ class FileSource:
 
     def ingest(self, events: list[dict[str, Any]], now: float | None = None) -> None:
         now = self.clock() if now is None else now
+        if self.join is not None:  # one call per batch (realized quality)
+            self.join.ingest(events, event_timestamp)
         oldest = now - self.horizon
         counts = self.events
         batches: dict[tuple[Key, int], tuple[list[int], list[float]]] = {}
@@ -135,7 +147,10 @@ class FileSource:
             buf = io.BytesIO()
             np.savez_compressed(buf, **ring.state())
             rings[f"{name}\x1f{version}"] = base64.b64encode(buf.getvalue()).decode()
-        self.tail.save_checkpoint(self.config.checkpoint, {"rings": rings, "slice": self.slice_seconds})
+        extra = {"rings": rings, "slice": self.slice_seconds}
+        if self.join is not None:
+            extra["join"] = self.join.state()
+        self.tail.save_checkpoint(self.config.checkpoint, extra)
 
     # -- health -------------------------------------------------------------------------------
 
