@@ -63,6 +63,7 @@ class _Model:
         self.baseline = baseline or []
         self.delays = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
         self.delay_sum = 0.0
+        self.last_label = 0.0  # time of the newest first label joined (LabelsNotArriving)
 
     def prediction(self, pred: Any) -> Any:
         """The stored form of an event's prediction, or None if it cannot be scored."""
@@ -186,6 +187,7 @@ class Join:
             delay = max(0.0, ts - entry[0])
             m.delays[int(np.searchsorted(DELAY_BUCKETS, delay))] += 1
             m.delay_sum += delay
+            m.last_label = max(m.last_label, ts)
             self.outcomes[new_outcome] += 1
         elif entry[3] == label:
             self.outcomes["duplicate"] += 1
@@ -269,7 +271,8 @@ class Join:
                      if e[1] in index],
             "pending": [[r[0], r[1], p[0], p[1], index[p[2]]] for r, p in self.pending.items() if p[2] in index],
             "outcomes": self.outcomes, "evicted": [[k, c, n] for (k, c), n in self.evicted.items()],
-            "delays": {f"{k[0]}\x1f{k[1]}": [m.delays.tolist(), m.delay_sum] for k, m in self.models.items()},
+            "delays": {f"{k[0]}\x1f{k[1]}": [m.delays.tolist(), m.delay_sum, m.last_label]
+                       for k, m in self.models.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -290,11 +293,11 @@ class Join:
             for k, c, n in state["evicted"]:
                 if (k, c) in self.evicted:
                     self.evicted[(k, c)] = int(n)
-            for name, (counts, total) in state["delays"].items():
+            for name, (counts, total, last) in state["delays"].items():
                 m = self.models.get(tuple(name.split("\x1f", 1)))
                 if m is not None and len(counts) == len(m.delays):
                     m.delays[:] = counts
-                    m.delay_sum = float(total)
+                    m.delay_sum, m.last_label = float(total), float(last)
         except (KeyError, TypeError, ValueError, IndexError) as e:
             log.warning("join state not restored (%s): realized quality starts empty", e)
             self.held.clear()
@@ -317,6 +320,11 @@ class Join:
             buckets = [(f"{b:g}", float(c)) for b, c in zip(DELAY_BUCKETS, cumulative[:-1])]
             delay.add_metric([name, version], buckets + [("+Inf", float(cumulative[-1]))], m.delay_sum)
         yield delay
+        last = GaugeMetricFamily("mlpulse_label_last_timestamp_seconds", "When the newest label joined to a "
+                                 "prediction was given (0: none yet)", labels=["model", "version"])
+        for (name, version), m in self.models.items():
+            last.add_metric([name, version], m.last_label)
+        yield last
         events = CounterMetricFamily("mlpulse_exporter_feedback_events", "Feedback events read, by what became of "
                                      "them", labels=["outcome"])
         for outcome, n in self.outcomes.items():
