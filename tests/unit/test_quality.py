@@ -243,3 +243,42 @@ def test_quality_options_are_checked():
     with pytest.raises(ConfigError, match="feedback_horizon"):
         ExporterConfig(quality_windows="7d", feedback_horizon="1d")._validate_quality()
     json.dumps(ExporterConfig().quality_window_seconds())
+
+
+def test_a_regressor_is_joined_and_scored_like_scikit_learn():
+    from mlpulse.exporter.quality import Join
+
+    join = Join([300.0], min_labels=10, horizon=3600, max_predictions=1000, max_pending=10)
+    join.track("price", "2", OutputSpec(task="regression"), {})
+    rng = np.random.default_rng(4)
+    y, p = rng.normal(100, 10, 50), rng.normal(100, 10, 50)
+    events = [{"event": "prediction", "@timestamp": iso(NOW - 60), "request_id": f"q{i}", "record_index": 0,
+               "model": {"name": "price", "version": "2"}, "prediction": {"value": float(p[i])}} for i in range(50)]
+    events += [{"event": "feedback", "@timestamp": iso(NOW - 30), "model": {"name": "price", "version": "2"},
+                "feedback": {"request_id": f"q{i}", "record_index": 0, "label": repr(float(y[i])),
+                             "value": float(y[i])}} for i in range(50)]
+    join.ingest(events, lambda e: dt.datetime.fromisoformat(e["@timestamp"]).timestamp())
+    join.evaluate(NOW, lambda w: "5m")
+    got = {lab["metric"]: v for name, lab, v in join.results if name == "mlpulse_quality_realized"}
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p))
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, p)))
+    assert got["bias"] == pytest.approx(np.mean(p - y))
+
+
+def test_an_old_bundle_without_a_baseline_still_loads(bundle_dir, tmp_path, served, caplog):
+    import shutil
+
+    old = tmp_path / "old-bundle"
+    shutil.copytree(bundle_dir, old)
+    md = json.loads((old / "metadata.json").read_text())
+    del md["quality_baseline"]
+    (old / "metadata.json").write_text(json.dumps(md))
+    output, keys, proba, pos, truth = served
+    with caplog.at_level("INFO"):
+        exp = exporter(old, tmp_path, min_labels=10)
+    assert sum("no quality_baseline" in r.message for r in caplog.records) == 1
+    exp.source.ingest([prediction(i, NOW - 10, keys, proba, pos) for i in range(20)]
+                      + [feedback(i, NOW - 5, truth[i], NOW - 10) for i in range(20)], now=NOW)
+    exp.evaluate(NOW)
+    got, m = realized_series(exp, "5m")
+    assert got and not any(name == "mlpulse_quality_baseline" for name, _ in m)
