@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     clients = {k: a.test_client() for k, a in apps.items()}
     records = to_records(generate(args.requests * args.batch, seed=42))
     bodies = [json.dumps(records[i * args.batch:(i + 1) * args.batch]) for i in range(args.requests)]
-    for name, c in clients.items():  # warm-up
+    for c in clients.values():  # warm-up
         for b in bodies[:20]:
             c.post("/v1/predict", data=b, content_type="application/json")
 
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         ledger.record_prediction(f"alone-{i}", "1", args.batch)
         alone.append(time.perf_counter_ns() - t0)
 
+    join_ratios = exporter_ingest(args.bundle, work, args.rounds)
+
     print(f"machine: {machine(['flask', 'prometheus-client'])}")
     print(f"{args.rounds} rounds x {args.requests} requests of {args.batch} record(s), interleaved")
     for k in clients:
@@ -85,7 +87,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ratio ledger / no-ledger: {statistics.median(ratios):.3f} (rounds {min(ratios):.3f} .. {max(ratios):.3f})")
     print(f"  Ledger.record_prediction alone: median {statistics.median(alone) / 1000:.1f} us, "
           f"p99 {sorted(alone)[int(len(alone) * 0.99)] / 1000:.1f} us")
+    print(f"  exporter ingest with / without the join (20k prediction events, median of rounds): "
+          f"{statistics.median(join_ratios):.2f} (rounds {min(join_ratios):.2f} .. {max(join_ratios):.2f})")
     return 0
+
+
+def exporter_ingest(bundle: str, work: Path, rounds: int) -> list[float]:
+    """Time of ``FileSource.ingest`` on the same batch with the join and without it (quality_windows
+    ''), alternating per round; returns the ratios."""
+    import datetime as dt
+
+    from mlpulse.bundle import load_bundle
+    from mlpulse.exporter.config import ExporterConfig
+    from mlpulse.exporter.core import Exporter
+    from model_service.data import frame_for_model, generate, to_records
+    from model_service.train import TRUSTED_TYPES
+
+    model = load_bundle(bundle, trusted=TRUSTED_TYPES).model
+    records = to_records(generate(20_000, seed=7))
+    proba = model.predict_proba(frame_for_model(records))
+    now = time.time()
+    stamp = dt.datetime.fromtimestamp(now - 5, dt.UTC).isoformat()
+    events = [{"event": "prediction", "@timestamp": stamp, "request_id": f"b{i // 10}", "record_index": i % 10,
+               "model": {"name": "credit-default", "version": "1.0.0"}, "inputs": r,
+               "prediction": {"value": float(p[0]), "class": "default" if p[0] >= 0.5 else "no_default",
+                              "probabilities": {"default": float(p[0]), "no_default": float(p[1])}}}
+              for i, (r, p) in enumerate(zip(records, proba))]
+    (work / "ev-exp").mkdir(exist_ok=True)
+    ratios = []
+    for _ in range(rounds):
+        took = {}
+        for windows in random.sample(["", "5m,1h,24h,7d"], 2):
+            cfg = ExporterConfig(events=str(work / "ev-exp" / "*.jsonl"), bundles=bundle, checkpoint="",
+                                 quality_windows=windows)
+            exp = Exporter(cfg)
+            t0 = time.perf_counter()
+            exp.source.ingest(events, now=now)
+            took[windows] = time.perf_counter() - t0
+            exp.close()
+        ratios.append(took["5m,1h,24h,7d"] / took[""])
+    return ratios
 
 
 if __name__ == "__main__":
