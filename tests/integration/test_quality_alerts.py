@@ -22,6 +22,12 @@ WINDOW = "30s"
 DRIFT_ALERTS = {"FeatureDrift", "PredictionDrift", "DriftShareHigh"}
 
 
+def _record() -> dict:
+    from model_service.data import generate, to_records
+
+    return to_records(generate(1, seed=99))[0]
+
+
 def received(path) -> list[dict]:
     if not path.exists():
         return []
@@ -93,6 +99,16 @@ def test_delayed_labels_showing_a_quality_drop_reach_the_receiver(bundle_dir, tm
                       if n == "mlpulse_exporter_feedback_events_total"}
             assert events["joined"] > 1000 and events["invalid"] == 0 and events["unknown_model"] == 0
             assert labels.statuses.get(200, 0) > 0 and set(labels.statuses) == {200}, labels.statuses
+            # Idempotent across the workers: the same label sent again, whichever worker answers.
+            r = requests.post(f"{url}/v1/predict", json=[{}], timeout=10)
+            assert r.status_code == 422  # a refused request leaves nothing to label
+            rid = requests.post(f"{url}/v1/predict", json={**_record()}, timeout=10).headers["X-Request-ID"]
+            item = {"request_id": rid, "label": "default"}
+            outcomes = [requests.post(f"{url}/v1/feedback", json=item, timeout=10).json()["results"][0]["outcome"]
+                        for _ in range(4)]
+            assert outcomes == ["new", "duplicate", "duplicate", "duplicate"]
+            assert requests.post(f"{url}/v1/feedback", json={"request_id": r.headers["X-Request-ID"],
+                                                              "label": "default"}, timeout=10).status_code == 404
         finally:
             stop.set()
             thread.join(timeout=30)
