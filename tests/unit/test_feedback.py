@@ -5,6 +5,8 @@ import json
 import multiprocessing
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlpulse.serving.app import ServiceConfig, create_app
 from mlpulse.serving.ledger import Item, Ledger
@@ -146,3 +148,36 @@ def test_processes_racing_on_the_same_labels_store_each_once(tmp_path):
         p.join(timeout=60)
     per_record = list(zip(*results))
     assert all(sorted(r) == ["duplicate", "duplicate", "new"] for r in per_record)
+
+
+ITEM = st.fixed_dictionaries({}, optional={
+    "request_id": st.sampled_from(["fz-1", "fz-2", "nope", "", "a b"]) | st.text(max_size=5) | st.integers(),
+    "record_index": st.integers(-2, 3) | st.floats(allow_nan=True) | st.booleans() | st.none(),
+    "label": st.sampled_from(["default", "no_default", "maybe"]) | st.integers() | st.none() | st.lists(st.none()),
+    "extra": st.none(),
+})
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(body=ITEM | st.lists(ITEM | st.integers() | st.text(max_size=3), max_size=4) | st.integers() | st.text())
+def test_every_feedback_item_accepted_or_refused_leaves_exactly_one_line(fuzz_client, body):
+    client, events_dir = fuzz_client
+    before = len(read_events(events_dir))
+    r = feedback(client, json.dumps(body))
+    assert r.status_code in (200, 404, 422), r.get_data(as_text=True)
+    new = read_events(events_dir)[before:]
+    if isinstance(body, dict) or (isinstance(body, list) and body):
+        items = [body] if isinstance(body, dict) else body
+        assert len(new) == len(items) and {e["event"] for e in new} <= {"feedback", "feedback.refused"}
+        assert (r.status_code == 200) == all(e["event"] == "feedback" for e in new)
+    else:
+        assert [e["event"] for e in new] == ["request.refused"]
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(bundle_dir, tmp_path_factory):
+    events = tmp_path_factory.mktemp("fb-fuzz")
+    client = create_app(ServiceConfig(bundle_dir=str(bundle_dir), events_dir=str(events))).test_client()
+    predict(client, RECORDS[:2], "fz-1")
+    predict(client, RECORDS[:1], "fz-2")
+    return client, events
