@@ -330,6 +330,17 @@ def holdout_metrics(output: OutputSpec, y: Any, predicted: Any, proba: Any | Non
     return out
 
 
+def quality_baseline(output: OutputSpec, y: Any, predicted: Any, proba: Any | None) -> list[dict[str, Any]]:
+    """The holdout's realized quality, as the exporter computes it on joined labels (mlpulse.quality)."""
+    from mlpulse.quality.realized import baseline_entries, realized
+
+    if output.task == "regression":
+        return baseline_entries(realized(output, np.asarray(y, dtype=float), np.asarray(predicted, dtype=float)))
+    truth = [label_key(python_scalar(v)) for v in np.asarray(y).ravel()]
+    return baseline_entries(realized(output, truth, [label_key(python_scalar(v)) for v in np.asarray(predicted).ravel()],
+                                     proba))
+
+
 # -- the whole step ---------------------------------------------------------------------------
 
 
@@ -418,6 +429,7 @@ def create_bundle(
         raise BundleCreateError(f"the model fails on the holdout ({type(e).__name__}: {e})") from None
     metrics = holdout_metrics(plan.output, y_hold, labels if labels is not None else values, proba)
     metrics["holdout_rows"] = len(hold_records)
+    baseline = quality_baseline(plan.output, y_hold, labels if labels is not None else values, proba)
     profile = build_profile(
         plan.schema,
         {n: [r[n] for r in hold_records] for n in plan.schema.names},
@@ -439,7 +451,7 @@ def create_bundle(
         save_bundle(staging, model, name=name or out.name, version=version,
                     trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), schema=plan.schema,
                     output=plan.output, profile=profile, metrics=metrics,
-                    extra={"input": plan.input, "trusted_types": plan.trusted_types,
+                    extra={"quality_baseline": baseline, "input": plan.input, "trusted_types": plan.trusted_types,
                            "decision_threshold": 0.5 if plan.output.kind == "binary" else None,
                            "quality_estimator": quality_estimator})
         load_bundle(staging, trusted=plan.trusted_types)  # verify what was written before it counts

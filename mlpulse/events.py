@@ -41,6 +41,9 @@ LOCK_NAME = ".predictions.lock"
 EVENT_SCORED = "prediction"
 EVENT_REFUSED = "prediction.refused"
 EVENT_REQUEST_REFUSED = "request.refused"
+# Ground truth for an earlier prediction (POST /v1/feedback), taken or refused.
+EVENT_FEEDBACK = "feedback"
+EVENT_FEEDBACK_REFUSED = "feedback.refused"
 # The longest line written: well under the exporter's (1 MiB) and Logstash's line limits.
 MAX_LINE_BYTES = 256 << 10
 # Longest string value kept in full in an event; longer ones are cut (documented in events.md).

@@ -62,6 +62,10 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "drift": ("income", "interest_rate", "credit_utilization", "loan_purpose"),
     # A feed breaks: employment_years mostly missing.
     "missing": ("employment_years",),
+    # Concept drift: the same applicants (the inputs of "baseline" for the same seed, value for
+    # value), but what makes them default changes (a new lending product, a recession): only
+    # labels can show it.
+    "concept_drift": (),
 }
 
 
@@ -106,6 +110,14 @@ def generate(n: int, seed: int = 0, scenario: str = "baseline") -> pd.DataFrame:
         + 0.6 * (purpose == "small_business")
         + 0.25 * (home == "rent")
     )
+    if scenario == "concept_drift":  # debt no longer predicts default; long terms and young borrowers do
+        logit = (
+            -0.4
+            - 1.5 * (dti - 0.24)
+            + 1.2 * (term >= 48)
+            - 0.05 * (age - 42)
+            - 0.4 * delinq
+        )
     target = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
 
     df = pd.DataFrame(

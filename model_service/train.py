@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from mlpulse.bundle import save_bundle
 from mlpulse.profile import build_profile
 from mlpulse.quality.estimate import fit_for_bundle
+from mlpulse.quality.realized import baseline_entries, realized
 from mlpulse.schema import OutputSpec
 from model_service.data import MODEL_INPUT, SCHEMA, TARGET, generate, rows_for_model, to_records
 
@@ -71,18 +72,22 @@ def train(out: Path, rows: int = 50_000, seed: int = 7, version: str = "1.0.0") 
         "holdout_rows": int(len(y_hold)),
         "train_rows": int(len(y_train)),
     }
+    # The baseline of realized quality: the exporter's own metrics on the holdout, the same computation.
+    proba_keys = pipe.predict_proba(x_hold)[:, [list(pipe.classes_).index(c) for c in OUTPUT.class_keys]]
+    y_text = [CLASSES[v] for v in y_hold]
+    predicted = np.where(p_hold >= 0.5, OUTPUT.positive_class, CLASSES[0])
+    baseline = baseline_entries(realized(OUTPUT, y_text, predicted, proba_keys))
     # The reference is the holdout: what the model sees on data it was not fitted to.
     profile = build_profile(
         SCHEMA,
         {name: hold_df[name].tolist() for name in SCHEMA.names},
         prediction=p_hold,
-        predicted_class=np.where(p_hold >= 0.5, OUTPUT.positive_class, CLASSES[0]),
+        predicted_class=predicted,
         classes=CLASSES,
     )
     # The label-free estimate's calibration, fitted on the same holdout (docs/quality.md).
     Path(out).mkdir(parents=True, exist_ok=True)
-    predicted = np.where(p_hold >= 0.5, OUTPUT.positive_class, CLASSES[0])
-    quality_estimator = fit_for_bundle(out, OUTPUT, SCHEMA, to_records(hold_df), [CLASSES[v] for v in y_hold], p_hold,
+    quality_estimator = fit_for_bundle(out, OUTPUT, SCHEMA, to_records(hold_df), y_text, p_hold,
                                        predicted, np.column_stack([1 - p_hold, p_hold]), seed=seed)
     save_bundle(
         out,
@@ -94,8 +99,8 @@ def train(out: Path, rows: int = 50_000, seed: int = 7, version: str = "1.0.0") 
         output=OUTPUT,
         profile=profile,
         metrics=metrics,
-        extra={"input": MODEL_INPUT, "trusted_types": sorted(TRUSTED_TYPES), "decision_threshold": 0.5,
-               "quality_estimator": quality_estimator,
+        extra={"quality_baseline": baseline, "input": MODEL_INPUT, "trusted_types": sorted(TRUSTED_TYPES),
+               "decision_threshold": 0.5, "quality_estimator": quality_estimator,
                "training": {"rows": rows, "seed": seed,
                                                         "seconds": round(time.perf_counter() - started, 2)}},
     )

@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                           work / "service-other.log")
             start_exporter(stack, exporter_env(work / "events", bundle, exporter_port, work / "exporter-checkpoint.json",
                                                MLPULSE_EXPORTER_WINDOWS=f"{DEMO_WINDOW},5m,1h",
+                                               # Realized quality from the schedule's delayed labels.
+                                               MLPULSE_EXPORTER_QUALITY_WINDOWS=f"{DEMO_WINDOW},5m,1h",
+                                               MLPULSE_EXPORTER_MIN_LABELS="50",
                                                MLPULSE_EXPORTER_SLICE="1s", MLPULSE_EXPORTER_EVALUATE_EVERY="1s",
                                                MLPULSE_EXPORTER_POLL_EVERY="0.5s"), work / "exporter.log")
             mon = start_monitoring(stack, work, {"model-service": [f"127.0.0.1:{port}", f"127.0.0.1:{other_port}"],

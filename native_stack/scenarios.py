@@ -5,7 +5,9 @@ A scenario turns a batch of baseline records (``model_service.data``) into the r
 or says how the traffic itself changes (its rate, refused records, another model version). A phase
 of a schedule (``native_stack.schedule``) plays one or more scenarios at once; their effects add up.
 
-Not here yet: concept drift (the inputs stay, the truth moves), which only delayed labels can show.
+Each record also has its true outcome (``labelled_records_for``), from the synthetic generator
+that knows it: a schedule can send it back later as feedback. ``concept_drift`` keeps the inputs
+and moves the truth, which only those delayed labels can show.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from model_service.data import PURPOSE, generate, to_records
+from model_service.data import PURPOSE, TARGET, generate, to_records
 
 Records = list[dict[str, Any]]
 
@@ -35,6 +37,7 @@ class Scenario:
     missing: frozenset[str] = frozenset()  # features whose missing share it raises
     out_of_range: frozenset[str] = frozenset()  # features it sends outside the training range
     alerts: frozenset[str] = frozenset()  # alerts it raises (docs/runbooks.md)
+    truth: str = "baseline"  # the model_service.data scenario whose target is the records' true outcome
 
 
 def _shift_population(records: Records, rng: np.random.Generator) -> Records:
@@ -105,6 +108,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("traffic_spike", "five times the request rate, same data", rate_factor=5.0),
     Scenario("wrong_model_version", "another model version is deployed without its reference", other_model=True,
              alerts=frozenset({"ModelVersionChanged", "DriftReferenceMissing"})),
+    Scenario("concept_drift", "the inputs stay, what makes an applicant default changes (seen only in labels)",
+             truth="concept_drift", alerts=frozenset({"ModelQualityBelowBaseline"})),
     # Its data and drift alerts are inhibited meanwhile (alertmanager/alertmanager.yml).
     Scenario("service_down", "the model service stops", service_down=True, alerts=frozenset({"ModelServiceDown"})),
 )}
@@ -122,6 +127,15 @@ def records_for(names: tuple[str, ...] | list[str], n: int, seed: int) -> Record
         if transform is not None:
             records = transform(records, rng)
     return records
+
+
+def labelled_records_for(names: tuple[str, ...] | list[str], n: int, seed: int) -> tuple[Records, list[str]]:
+    """``records_for`` and each record's true class (the credit-default model's label text): the
+    target of the generator under the last named scenario that moves the truth."""
+    truth = next((SCENARIOS[s].truth for s in reversed(list(names)) if SCENARIOS[s].truth != "baseline"),
+                 "baseline")
+    target = generate(n, seed=seed, scenario=truth)[TARGET]
+    return records_for(names, n, seed), ["default" if t else "no_default" for t in target]
 
 
 def effects(names: tuple[str, ...] | list[str]) -> Scenario:

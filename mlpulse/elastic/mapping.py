@@ -137,6 +137,13 @@ def build_mappings(models: Sequence[ModelSchema]) -> dict[str, Any]:
             "reason": {"type": "keyword"},
             "detail": {"type": "match_only_text"},
             "body_bytes": {"type": "long"},
+            # A label for an earlier prediction (event "feedback"): the labelled record's address, the
+            # label as text (regressors: also as a number), what it did and when the prediction was made.
+            "feedback": {"properties": {
+                "request_id": dict(keyword), "record_index": {"type": "integer"}, "label": dict(keyword),
+                "value": {"type": "double"}, "outcome": {"type": "keyword"}, "previous_label": dict(keyword),
+                "predicted_at": {"type": "date"},
+            }},
             # Values come from the mapping, not the documents (Logstash adds nothing).
             "data_stream": {"properties": {
                 "type": {"type": "constant_keyword", "value": DATA_STREAM_TYPE},

@@ -60,6 +60,12 @@ class ExporterConfig:
     elasticsearch_password_file: str = ""
     elasticsearch_ca_file: str = ""
     elasticsearch_timeout: str = "10s"
+    # Realized quality (mlpulse.exporter.quality, files source only).
+    quality_windows: str = "5m,1h,24h,7d"
+    min_labels: int = 100
+    feedback_horizon: str = "30d"
+    feedback_max_predictions: int = 200_000
+    feedback_max_pending: int = 50_000
 
     HELP = {
         "events": "glob of the prediction event files to tail",
@@ -95,12 +101,23 @@ class ExporterConfig:
         "elasticsearch_password_file": "file holding the basic-auth password (trailing newline ignored)",
         "elasticsearch_ca_file": "PEM CA bundle to verify an https elasticsearch_url ('' : the system's CAs)",
         "elasticsearch_timeout": "search timeout; a search that takes longer leaves its window absent",
+        "quality_windows": "windows of realized quality, by prediction time, comma-separated durations",
+        "min_labels": "no realized quality for a window with fewer labelled predictions (series absent)",
+        "feedback_horizon": "predictions and pending labels older than this are dropped from the join (at least the "
+        "longest quality window)",
+        "feedback_max_predictions": "predictions held for the join at most; beyond it the oldest are dropped "
+        "(counted)",
+        "feedback_max_pending": "labels held until their prediction is read, at most; beyond it the oldest are "
+        "dropped (counted)",
     }
 
     # -- derived, validated values --------------------------------------------------------------
 
     def window_seconds(self) -> list[float]:
         return sorted({parse_duration(w) for w in self.windows.split(",") if w.strip()})
+
+    def quality_window_seconds(self) -> list[float]:
+        return sorted({parse_duration(w) for w in self.quality_windows.split(",") if w.strip()})
 
     def bundle_dirs(self) -> list[Path]:
         """Each listed directory if it is a bundle, else its sub-directories that are bundles."""
@@ -140,6 +157,7 @@ class ExporterConfig:
             raise ConfigError(str(e)) from None
         if not windows:
             raise ConfigError("windows: at least one window is needed")
+        self._validate_quality()
         if slice_s <= 0:
             raise ConfigError("slice must be positive")
         bad = [format_duration(w) for w in windows if abs(w / slice_s - round(w / slice_s)) > 1e-9]
@@ -174,6 +192,19 @@ class ExporterConfig:
             os.makedirs(parent, exist_ok=True)
             if not os.access(parent, os.W_OK):
                 raise ConfigError(f"checkpoint: directory {parent!r} is not writable")
+
+    def _validate_quality(self) -> None:
+        try:
+            quality = self.quality_window_seconds()
+            horizon = parse_duration(self.feedback_horizon)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if quality and horizon < max(quality):
+            raise ConfigError(f"feedback_horizon {self.feedback_horizon} is shorter than the longest quality window "
+                              f"{format_duration(max(quality))}")
+        if self.min_labels < 1 or self.feedback_max_predictions < 1 or self.feedback_max_pending < 0:
+            raise ConfigError("min_labels and feedback_max_predictions must be at least 1, feedback_max_pending "
+                              "at least 0")
 
     def _validate_events(self) -> None:
         directory = os.path.dirname(self.events) or "."

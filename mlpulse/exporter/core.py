@@ -24,6 +24,7 @@ from mlpulse import drift
 from mlpulse.bundle import BundleError, load_reference
 from mlpulse.durations import format_duration, parse_duration
 from mlpulse.exporter.config import ExporterConfig
+from mlpulse.exporter.quality import Join
 from mlpulse.exporter.sources import Source, open_source
 from mlpulse.exporter.windows import PREDICTION, Reference
 from mlpulse.quality.estimate import EstimatorError, load_for_bundle, reference_values
@@ -53,7 +54,14 @@ class Exporter:
         self.health = Health()
         self.results: list[tuple[str, dict[str, str], float]] = []  # (metric, labels, value)
         self.source = source or open_source(config, self.slice_seconds, self.n_slices, clock)
+        self.join = None  # realized quality: the file source hands it its batches
+        if hasattr(self.source, "attach_join") and config.quality_window_seconds():
+            self.join = Join(config.quality_window_seconds(), config.min_labels,
+                             parse_duration(config.feedback_horizon), config.feedback_max_predictions,
+                             config.feedback_max_pending)
         self.load_bundles(strict=True)
+        if self.join is not None:
+            self.source.attach_join(self.join)
 
     # -- references ---------------------------------------------------------------------------
 
@@ -76,6 +84,8 @@ class Exporter:
             self.references[key] = ref
             self.source.track(ref)
             self._track_estimate(path, metadata, ref)
+            if self.join is not None:
+                self.join.track(key[0], key[1], output, metadata)
             log.info("reference loaded for %s %s from %s", key[0], key[1], path)
 
     def _track_estimate(self, path, metadata: dict, ref: Reference) -> None:
@@ -119,6 +129,8 @@ class Exporter:
                 results.append(("mlpulse_quality_estimated_reference", {"model": ref.name, "version": ref.version,
                                 "metric": r["metric"], "class": r["class"]}, float(r["value"])))
         self.results = results
+        if self.join is not None:
+            self.join.evaluate(now, format_duration)
         self.health.evaluations += 1
         self.health.evaluation_seconds = time.perf_counter() - started
         self.health.last_evaluation = now
@@ -203,6 +215,8 @@ class Exporter:
         yield from families.values()
 
         h = self.health
+        if self.join is not None:
+            yield from self.join.collect()
         yield from self.source.collect()
         yield CounterMetricFamily("mlpulse_exporter_bundle_errors", "Bundles found after start-up that could not "
                                   "be loaded", value=h.bundle_errors)

@@ -851,6 +851,8 @@ def model_and_data(src: Sources) -> Json:
             {records}
          """, "{{feature}} {{version}}")], thresholds=upper(t("violation_ratio"))))
 
+    realized_quality_rows(g, src)
+
     g.row("Alerts")
     g.add(alert_list("Data science alerts firing or pending", "Alerts of the Prometheus rules with team=ds "
                      "(model, input data, drift), firing or pending.", "ds"), w=24, h=8)
@@ -918,6 +920,46 @@ def estimated_quality_section(g: Grid, src: Sources, win: str) -> None:
          Column("holdout", f"max by (version, metric, class) (mlpulse_quality_estimated_reference{{{MV}}})",
                 "none", decimals=3)],
         ["version", "metric", "class"], sort_by="estimate"), w=24, h=9)
+
+def realized_quality_rows(g: Grid, src: Sources) -> None:
+    """Realized quality (labels from POST /v1/feedback joined by the exporter) beside the holdout
+    baseline, the share of predictions labelled so far and how late labels come."""
+    margin = src.t("quality_margin")
+    win = f'{MV}, window="$window"'
+    g.row("Realized quality (labels)")
+    for title, metrics, unit, sense in (("Realized accuracy and ROC AUC", "accuracy|roc_auc", "percentunit", -1),
+                                        ("Realized log loss and Brier score", "log_loss|brier", "none", 1)):
+        g.add(timeseries(
+            f"{title} ($window)", "Over the labelled predictions made in the window $window (absent below the "
+            "exporter's min_labels), against the holdout baseline of the bundle; the alert line is the baseline "
+            f"moved by the ModelQualityBelowBaseline margin ({margin:g}, relative; the alert reads the 1h window).",
+            unit,
+            [prom(f'max by (version, metric) (mlpulse_quality_realized{{{win}, class="", metric=~"{metrics}"}})',
+                  "{{metric}} {{version}}"),
+             prom(f'max by (version, metric) (mlpulse_quality_baseline{{{MV}, class="", metric=~"{metrics}"}})',
+                  "baseline {{metric}} {{version}}"),
+             prom(f'max by (version, metric) (mlpulse_quality_baseline{{{MV}, class="", metric=~"{metrics}"}}) '
+                  f"* {1 + sense * margin:g}", "alert line {{metric}} {{version}}")],
+            decimals=3, min_value=None), w=12, h=8)
+    g.add(timeseries(
+        "Labelled share ($window)", "Share of the predictions made in the window $window that have received a "
+        "label so far (the exporter's join). Late labels make it grow with the window.", "percentunit",
+        [prom(f"max by (version) (mlpulse_quality_labelled_ratio{{{win}}})", "{{version}}")], max_value=1),
+        w=8, h=8)
+    g.add(stat(
+        "Labelled predictions ($window)", "Predictions made in the window $window that have a label: realized "
+        "quality needs the exporter's min_labels of them.", "short",
+        [prom(f"max by (version) (mlpulse_quality_labelled{{{win}}})", "{{version}}", instant=True)]), w=4, h=8)
+    g.add(timeseries(
+        "Label delay", "Median and 90th percentile of the time from a prediction to its first label, over the "
+        "labels joined in each interval (the exporter's histogram).", "s",
+        [prom(f"histogram_quantile({q}, sum by (le, version) (rate(mlpulse_label_delay_seconds_bucket{{{MV}}}"
+              f"[{RATE}])))", f"p{int(q * 100)} {{{{version}}}}") for q in (0.5, 0.9)]), w=16, h=8)
+    g.add(stat(
+        "Since the newest label", "Time since the newest label joined to a prediction was given. Red from the "
+        "LabelsNotArriving threshold.", "dtdurations",
+        [prom(f"time() - max by (version) (mlpulse_label_last_timestamp_seconds{{{MV}}} > 0)", "{{version}}",
+              instant=True)], thresholds=upper(src.t("label_silence_seconds"))), w=8, h=8)
 
 
 def input_logs(src: Sources) -> Json:

@@ -231,20 +231,15 @@ def _indices(labels: Sequence[Any], classes: tuple[str, ...]) -> np.ndarray:
 
 def realized_classification(classes: Sequence[str], positive: str | None, y_idx: np.ndarray, pred_idx: np.ndarray,
                             proba: np.ndarray) -> dict[str, float]:
-    """The metrics the estimate stands for, computed by scikit-learn on true labels."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+    """The metrics the estimate stands for, on true labels: ``mlpulse.quality.realized``'s (the same
+    computation the exporter runs on joined labels), keyed as the estimate keys them."""
+    from mlpulse.quality.realized import realized
 
-    k = len(classes)
-    out = {_key("accuracy", ""): float(accuracy_score(y_idx, pred_idx))}
-    prec, rec, f1, _ = precision_recall_fscore_support(y_idx, pred_idx, labels=list(range(k)), zero_division=np.nan)
-    for j, c in enumerate(classes):
-        for metric, values in (("precision", prec), ("recall", rec), ("f1", f1)):
-            if np.isfinite(values[j]):
-                out[_key(metric, c)] = float(values[j])
-    if k == 2 and len(set(y_idx.tolist())) == 2:
-        pos = list(classes).index(positive)
-        out[_key("roc_auc", "")] = float(roc_auc_score(y_idx == pos, proba[:, pos]))
-    return out
+    output = OutputSpec(task="classification", classes=tuple(classes), positive_class=positive)
+    names = np.array(list(classes), dtype=object)
+    estimated = {"accuracy", "precision", "recall", "f1"} | ({"roc_auc"} if len(classes) == 2 else set())
+    return {_key(metric, cls): value for metric, cls, value in realized(output, names[y_idx], names[pred_idx], proba)
+            if metric in estimated}
 
 
 # -- regression -------------------------------------------------------------------------------
@@ -339,7 +334,12 @@ class RegressionEstimator:
 
 
 def realized_regression(err: np.ndarray) -> dict[str, float]:
-    return {_key("mae", ""): float(np.mean(np.abs(err))), _key("rmse", ""): float(math.sqrt(np.mean(err ** 2)))}
+    """MAE and RMSE of the errors (prediction minus truth), as ``mlpulse.quality.realized`` computes them."""
+    from mlpulse.quality.realized import realized
+
+    err = np.asarray(err, dtype=float)
+    return {_key(metric, ""): value for metric, _cls, value in realized(OutputSpec(task="regression"), np.zeros(len(err)), err)
+            if metric in ("mae", "rmse")}
 
 
 # -- shared -----------------------------------------------------------------------------------

@@ -29,11 +29,15 @@ from threadpoolctl import threadpool_limits
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from mlpulse.bundle import Bundle, library_versions, load_bundle
+from mlpulse.durations import parse_duration
 from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog, EventWriteError
+from mlpulse.metrics.feedback import FeedbackMetrics
 from mlpulse.metrics.flask import FlaskMetrics
 from mlpulse.metrics.model import ModelMetrics
 from mlpulse.predictor import Predictor
 from mlpulse.schema import REASONS, CheckedRecord, Violation, label_key
+from mlpulse.serving.feedback import FEEDBACK_REFUSE_REASONS, FeedbackError, FeedbackTaker
+from mlpulse.serving.ledger import Ledger
 from mlpulse.serving.openapi import openapi_document
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,10 @@ class ServiceConfig:
     # The digest(s) the bundle must have (mlpulse bundle digest), from outside the bundle: a bundle
     # edited in place (threshold, ranges, model) is then refused instead of served.
     bundle_digest: str = ""
+    # The feedback ledger (docs/feedback.md): '' puts it beside the events; "off" disables
+    # POST /v1/feedback. Predictions older than the horizon can no longer be labelled.
+    feedback_ledger: str = ""
+    feedback_horizon: str = "90d"
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -107,6 +115,8 @@ class ServiceConfig:
             events_drop_fields=_env_list("MLPULSE_EVENTS_DROP_FIELDS", ""),
             events_mask_fields=_env_list("MLPULSE_EVENTS_MASK_FIELDS", ""),
             bundle_digest=_env_or_file("MLPULSE_BUNDLE_DIGEST"),
+            feedback_ledger=os.environ.get("MLPULSE_FEEDBACK_LEDGER", cls.feedback_ledger),
+            feedback_horizon=os.environ.get("MLPULSE_FEEDBACK_HORIZON", cls.feedback_horizon),
         )
         c.check()
         return c
@@ -120,6 +130,11 @@ class ServiceConfig:
         both = set(self.events_drop_fields) & set(self.events_mask_fields)
         if both:
             raise ValueError(f"fields both dropped and masked: {sorted(both)}")
+        if parse_duration(self.feedback_horizon) <= 0:
+            raise ValueError("MLPULSE_FEEDBACK_HORIZON must be positive")
+
+    def ledger_path(self) -> str:
+        return self.feedback_ledger or os.path.join(self.events_dir, "feedback.sqlite")
 
     def events_budget(self) -> int:
         if self.events_max_total_bytes or not self.events_readers:
@@ -202,6 +217,7 @@ class Scorer:
         self.model_fields = {"name": bundle.name, "version": bundle.version}
         self.predict = Predictor.for_bundle(bundle)
         self.output = bundle.output
+        self.feedback: FeedbackTaker | None = None  # set by create_app when the service takes feedback
 
     def log(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         """Write a request's events in one go (one lock, one write: its lines stay together)."""
@@ -219,7 +235,8 @@ class Scorer:
         self.log([(EVENT_REQUEST_REFUSED, {"reason": reason, "detail": detail, "body_bytes": body_bytes})])
         return Problem(status, reason.replace("_", "-"), title, detail)
 
-    def score(self, raw: bytes, content_type: str | None) -> dict[str, Any]:
+    def parse(self, raw: bytes, content_type: str | None) -> Any:
+        """The JSON body of a request (predict or feedback), or a refused request's Problem."""
         if content_type != "application/json":
             raise self.refuse_request(415, "unsupported_media_type", "Unsupported media type",
                                       f"Content-Type must be application/json, got {content_type!r}", len(raw))
@@ -230,6 +247,10 @@ class Scorer:
             raise self.refuse_request(422, "body_too_deep", "Body too deep",
                                       f"the body nests more than {MAX_DEPTH} levels; a record is a flat object",
                                       len(raw))
+        return body
+
+    def score(self, raw: bytes, content_type: str | None) -> dict[str, Any]:
+        body = self.parse(raw, content_type)
         single = isinstance(body, dict)
         if not single and not isinstance(body, list):
             raise self.refuse_request(422, "invalid_body", "Invalid body",
@@ -305,6 +326,8 @@ class Scorer:
                                           **_event_violations(c.violations)}))
             out.append({"prediction": answer, "violations": [v.to_dict() for v in c.violations]})
         self.log(events)
+        if self.feedback is not None:
+            self.feedback.record_prediction(g.request_id, self.bundle.version, n)
         head = {"request_id": g.request_id, "model": self.model_fields}
         return {**head, **out[0]} if single else {**head, "predictions": out}
 
@@ -424,6 +447,12 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
                           readers=config.events_readers, max_total_bytes=config.events_budget(),
                           on_loss=model_metrics.observe_event_files_lost)
     scorer = Scorer(bundle, config, events, model_metrics)
+    if monitored and config.feedback_ledger != "off":
+        feedback_metrics = FeedbackMetrics(name=bundle.name, version=bundle.version, registry=http_metrics.registry,
+                                           refuse_reasons=FEEDBACK_REFUSE_REASONS)
+        scorer.feedback = FeedbackTaker(bundle.output, Ledger(config.ledger_path(),
+                                                              parse_duration(config.feedback_horizon)),
+                                        feedback_metrics, scorer.log, bundle.name, REQUEST_ID_RE)
     app.extensions["mlpulse_scorer"] = scorer
 
     @app.before_request
@@ -445,7 +474,7 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
 
     @app.errorhandler(HTTPException)
     def on_http_error(e: HTTPException) -> Response:
-        if e.code == 413 and request.path == "/v1/predict":
+        if e.code == 413 and request.path in ("/v1/predict", "/v1/feedback"):
             p = scorer.refuse_request(413, "body_too_large", "Body too large",
                                       f"the body exceeds {config.max_body_bytes} bytes", request.content_length or 0)
             return problem_response(p)
@@ -469,6 +498,29 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
         # orjson, like the event lines: the answer keeps its key order and non-finite scores are None.
         return Response(orjson.dumps(scorer.score(raw, request.mimetype or None)), mimetype="application/json")
 
+    @app.post("/v1/feedback")
+    def feedback() -> Response:
+        if scorer.feedback is None:
+            raise Problem(404, "feedback-disabled", "Feedback disabled", "this service takes no feedback "
+                          "(MLPULSE_FEEDBACK_LEDGER=off)")
+        raw = read_body(config.max_body_bytes)
+        if raw is None:
+            raise scorer.refuse_request(413, "body_too_large", "Body too large",
+                                        f"the body exceeds {config.max_body_bytes} bytes", config.max_body_bytes + 1)
+        body = scorer.parse(raw, request.mimetype or None)
+        if not isinstance(body, (dict, list)):
+            raise scorer.refuse_request(422, "invalid_body", "Invalid body",
+                                        "body must be a JSON object (one label) or an array of objects", len(raw))
+        if isinstance(body, list) and not body:
+            raise scorer.refuse_request(422, "empty_batch", "Empty batch", "the array holds no item", len(raw))
+        if isinstance(body, list) and len(body) > config.max_batch:
+            raise scorer.refuse_request(413, "batch_too_large", "Batch too large",
+                                        f"{len(body)} items; at most {config.max_batch} per request", len(raw))
+        try:
+            return app.json.response(scorer.feedback.take(body))
+        except FeedbackError as e:
+            raise Problem(e.status, e.slug, e.title, e.detail, e.errors) from None
+
     @app.get("/v1/model")
     def model_info() -> Response:
         md = bundle.metadata
@@ -490,7 +542,7 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
                 "events_dir_writable": writable}
         return Response(json.dumps(body), status=200 if writable else 503, mimetype="application/json")
 
-    document = openapi_document(bundle, config.max_batch)
+    document = openapi_document(bundle, config.max_batch, feedback=scorer.feedback is not None)
 
     @app.get("/openapi.json")
     def openapi() -> Response:

@@ -51,7 +51,7 @@ def prediction_schema(output: OutputSpec) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(props)}
 
 
-def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
+def openapi_document(bundle: Bundle, max_batch: int, feedback: bool = False) -> dict[str, Any]:
     schema = bundle.schema
     output = bundle.output
     record = {
@@ -100,6 +100,11 @@ def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
                   "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
                   "description": "echoed back; generated when absent or malformed"}
     json_ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    paths = {}
+    schemas = {}
+    if feedback:
+        paths["/v1/feedback"] = feedback_path(output, max_batch, request_id)
+        schemas.update(feedback_schemas(output, problem))
     return {
         "openapi": "3.1.0",
         "info": {"title": f"{bundle.name} model service", "version": bundle.version,
@@ -134,7 +139,54 @@ def openapi_document(bundle: Bundle, max_batch: int) -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
                 "description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": json_ok}}},
+            **paths,
         },
         "components": {"schemas": {"Record": record, "Violation": violation, "Prediction": prediction,
-                                   "Problem": problem}},
+                                   "Problem": problem, **schemas}},
     }
+
+
+def feedback_schemas(output: OutputSpec, problem: dict[str, Any]) -> dict[str, Any]:
+    """The feedback item, its outcome and its problem answer (errors name the item, not a feature)."""
+    from mlpulse.serving.feedback import FEEDBACK_REFUSE_REASONS
+
+    label = ({"type": "number", "description": "the true value"} if output.task == "regression"
+             else {"enum": list(output.classes) + [k for k in output.class_keys if k not in output.classes],
+                   "description": "the true class, as the model reports it or as its text"})
+    item = {"type": "object", "properties": {
+        "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                       "description": "X-Request-ID of the prediction"},
+        "record_index": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0,
+                         "description": "position of the record in its request"},
+        "label": label}, "required": ["request_id", "label"], "additionalProperties": False}
+    result = {"type": "object", "properties": {
+        "request_id": {"type": "string"}, "record_index": {"type": "integer"},
+        "outcome": {"enum": ["new", "update", "duplicate"]}}, "required": ["request_id", "record_index", "outcome"]}
+    error = {"type": "object", "properties": {
+        "item": {"type": "integer"}, "field": {"type": "string"},
+        "reason": {"enum": list(FEEDBACK_REFUSE_REASONS)}, "detail": {"type": "string"}},
+        "required": ["item", "field", "reason", "detail"]}
+    fb_problem = {**problem, "properties": {**problem["properties"],
+                                            "errors": {"type": "array", "items": {"$ref":
+                                                                                  "#/components/schemas/FeedbackError"}}}}
+    return {"FeedbackItem": item, "FeedbackResult": result, "FeedbackError": error, "FeedbackProblem": fb_problem}
+
+
+def feedback_path(output: OutputSpec, max_batch: int, request_id: dict[str, Any]) -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/FeedbackItem"}
+    problems = {str(c): {"description": "problem", "content": {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/FeedbackProblem"}}}} for c in (400, 404, 413, 415, 422, 503)}
+    return {"post": {
+        "summary": "Ground truth for earlier predictions: one item (object) or several (array, all or nothing); "
+        "the same label twice counts once, a changed label is an update",
+        "parameters": [request_id],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+            ref, {"type": "array", "items": ref, "minItems": 1, "maxItems": max_batch}]}}}},
+        "responses": {
+            "200": {"description": "taken", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"request_id": {"type": "string"}, "results": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/FeedbackResult"}}},
+                "required": ["request_id", "results"]}}}},
+            **problems,
+        },
+    }}

@@ -214,12 +214,20 @@ def service_events(client, config) -> list[dict[str, Any]]:
     assert post("{").status_code == 400
     assert post("{}", content_type="text/plain").status_code == 415
     assert post("[]").status_code == 422
+
+    def feedback(body):
+        return client.post("/v1/feedback", data=json.dumps(body), content_type="application/json")
+
+    assert feedback({"request_id": "contract-1", "label": "default"}).status_code == 200
+    assert feedback({"request_id": "contract-1", "label": "no_default"}).status_code == 200  # an update
+    assert feedback([{"request_id": "contract-1", "label": "maybe"}, {"request_id": "nope", "label": 1}]) \
+        .status_code == 422
     return read_events(config.events_dir)
 
 
 def test_every_field_of_every_service_event_is_mapped_with_a_compatible_type(service_events, mappings):
     kinds = {e["event"] for e in service_events}
-    assert kinds == {"prediction", "prediction.refused", "request.refused"}
+    assert kinds == {"prediction", "prediction.refused", "request.refused", "feedback", "feedback.refused"}
     seen = set()
     for event in service_events:
         problems = validate_document(event, mappings)
@@ -227,7 +235,8 @@ def test_every_field_of_every_service_event_is_mapped_with_a_compatible_type(ser
         seen |= _leaf_paths(event)
     # The events exercised every part of the contract.
     for path in ("inputs.age", "inputs.marital_status", "prediction.probabilities.default", "violations.reason",
-                 "raw_inputs", "reason", "detail", "body_bytes", "latency_ms", "record_index", "batch_size"):
+                 "raw_inputs", "reason", "detail", "body_bytes", "latency_ms", "record_index", "batch_size",
+                 "feedback.label", "feedback.previous_label", "feedback.predicted_at", "feedback.outcome"):
         assert path in seen, path
 
 

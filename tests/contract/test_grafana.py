@@ -59,7 +59,8 @@ KNOWN_UNITS = {"none", "short", "sci", "string", "percentunit", "s", "ms", "dtdu
 NO_UNIT = {"row": "layout only", "alertlist": "lists alerts", "logs": "shows log lines", "text": "shows text"}
 # Thresholds that are gates, not levels a panel could colour: ratios below this traffic are not
 # alerted on, which a dashboard shows as it is.
-THRESHOLDS_NOT_DRAWN = {"min_traffic_rate"}
+# quality_margin is relative to each baseline: drawn as an "alert line" query, not a colour step.
+THRESHOLDS_NOT_DRAWN = {"min_traffic_rate", "quality_margin"}
 ES_META_COLUMNS = set(db.ES_META_COLUMNS)
 # The sources of truth the dashboards are generated from (relative to a project's root).
 SOURCES = (db.THRESHOLDS_FILE, db.EXPORTER_CONFIG_FILE, db.INDEX_TEMPLATE_FILE)
@@ -606,7 +607,10 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
         start_exporter(stack, exporter_env(tmp_path / "events", bundle_dir, exp_port,
                                            MLPULSE_EXPORTER_WINDOWS=",".join(rule.windows),
                                            MLPULSE_EXPORTER_SLICE=slice_, MLPULSE_EXPORTER_EVALUATE_EVERY="1s",
-                                           MLPULSE_EXPORTER_POLL_EVERY="0.2s"),
+                                           MLPULSE_EXPORTER_POLL_EVERY="0.2s",
+                                           # Realized quality on the drift windows, from a few labels.
+                                           MLPULSE_EXPORTER_QUALITY_WINDOWS=",".join(rule.windows),
+                                           MLPULSE_EXPORTER_MIN_LABELS="20"),
                        tmp_path / "exporter.log")
         proc = stack.start("prometheus", [PROMETHEUS, f"--config.file={config}",
                                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
@@ -623,12 +627,20 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
         assert send(url, to_records(generate(200, seed=13, scenario="missing")), batch=20, concurrency=4) == {200: 10}
         assert send(url, flagged_records(40, seed=14), batch=10, concurrency=2) == {200: 4}
         assert send(url, invalid_records(40, seed=15), batch=1, concurrency=2) == {422: 40}
+        labelled = generate(60, seed=16)
+        for i, (record, truth) in enumerate(zip(to_records(labelled), labelled["default"])):
+            rid = f"labelled-{i}"
+            assert requests.post(f"{url}/v1/predict", json=record, headers={"X-Request-ID": rid},
+                                 timeout=10).status_code == 200
+            assert requests.post(f"{url}/v1/feedback", timeout=10, json={
+                "request_id": rid, "label": "default" if truth else "no_default"}).status_code == 200
 
         with Background(url):
             for series in (f'mlpulse_drift_unseen_ratio{{window="{db.DEFAULT_WINDOW}"}}',
                            f'mlpulse_window_prediction{{window="{db.DEFAULT_WINDOW}"}}',
                            'sum(rate(mlpulse_http_requests_total{route="/v1/predict"}[4s])) > 0',
-                           "mlpulse_process_resident_memory_bytes", "mlpulse_exporter_lag_seconds"):
+                           "mlpulse_process_resident_memory_bytes", "mlpulse_exporter_lag_seconds",
+                           f'mlpulse_quality_realized{{window="{db.DEFAULT_WINDOW}"}}'):
                 wait_for(lambda s=series: query(prom, s, auth)["data"]["result"], 60, series)
             windows = requests.get(f"{prom}/api/v1/label/window/values", auth=auth, timeout=5).json()["data"]
             assert sorted(windows) == sorted(rule.windows)

@@ -25,6 +25,7 @@ from mlpulse.cli import main as mlpulse_main
 from mlpulse.durations import parse_duration
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import METRIC_HELP, Exporter
+from mlpulse.exporter.quality import HELP as QUALITY_HELP
 from mlpulse.generate import NATIVE_ALERTMANAGER, NATIVE_TARGETS
 from mlpulse.prometheus import native as pc
 from model_service.data import generate, to_records
@@ -403,7 +404,7 @@ def exporter_names(service_names, config, bundle_dir):
         exporter.close()
     names = exposed_names(text)
     assert "mlpulse_drift_detected" in names and "mlpulse_exporter_lag_seconds" in names
-    return names | set(METRIC_HELP)
+    return names | set(METRIC_HELP) | set(QUALITY_HELP) | {"mlpulse_label_last_timestamp_seconds"}
 
 
 def test_rules_read_only_metrics_that_exist(service_names, exporter_names):

@@ -187,7 +187,8 @@ def test_openapi_describes_the_served_schema(client, app):
     assert set(record["required"]) == {f.name for f in scorer.bundle.schema.features if not f.nullable}
     assert record["properties"]["age"]["minimum"] == 18
     assert record["properties"]["marital_status"]["type"] == ["string", "null"]
-    assert set(doc["paths"]) == {"/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert set(doc["paths"]) == {"/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics", "/openapi.json",
+                                 "/v1/feedback"}
     for code in ("400", "413", "415", "422"):
         assert code in doc["paths"]["/v1/predict"]["post"]["responses"]
 

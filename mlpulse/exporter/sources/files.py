@@ -109,10 +109,20 @@ class FileSource:
         self.quality = LiveEstimate(slice_seconds, n_slices)  # label-free estimate (mlpulse.quality)
         self._saved_quality: dict[str, dict] = {}
         self.batch_hooks.append(lambda batch: self.quality.ingest(batch.scored))
+        self.join = None  # the feedback join (mlpulse.exporter.quality), attached by the exporter
+        self._saved_join: dict[str, Any] | None = None
         if config.checkpoint:
             _state, extra = self.tail.load_checkpoint(config.checkpoint)
             self._saved_rings = extra.get("rings", {})
             self._saved_quality = extra.get("quality", {})
+            self._saved_join = extra.get("join")
+
+    def attach_join(self, join) -> None:
+        """Hand every batch to ``join`` from now on; its state is checkpointed with the tail's position."""
+        self.join = join
+        if self._saved_join is not None:
+            join.restore(self._saved_join)
+            self._saved_join = None
 
     def track(self, ref: Reference) -> None:
         key = (ref.name, ref.version)
@@ -143,6 +153,8 @@ class FileSource:
         model version with ``Reference.bin_rows`` (numpy over columns) and add them to the ring
         with one update per (model version, slice). Per-batch hooks then see the whole batch."""
         now = self.clock() if now is None else now
+        if self.join is not None:  # one call per batch (realized quality)
+            self.join.ingest(events, event_timestamp)
         oldest = now - self.horizon
         counts = self.events
         scored: dict[Key, ScoredEvents] = {}
@@ -215,8 +227,10 @@ class FileSource:
             buf = io.BytesIO()
             np.savez_compressed(buf, **ring.state())
             rings[f"{name}\x1f{version}"] = base64.b64encode(buf.getvalue()).decode()
-        self.tail.save_checkpoint(self.config.checkpoint, {"rings": rings, "slice": self.slice_seconds,
-                                                           "quality": self.quality.state()})
+        extra = {"rings": rings, "slice": self.slice_seconds, "quality": self.quality.state()}
+        if self.join is not None:
+            extra["join"] = self.join.state()
+        self.tail.save_checkpoint(self.config.checkpoint, extra)
 
     # -- health -------------------------------------------------------------------------------
 

@@ -1,0 +1,351 @@
+"""Realized quality in the exporter: feedback events joined to the prediction events they label.
+
+The file source hands every batch of decoded events to ``Join.ingest`` (one call per batch). The
+join keeps, per record ``(request_id, record_index)``:
+
+- **held predictions**: time, model version, predicted class / probabilities or value, and the label
+  once it arrives. At most ``feedback_max_predictions`` of them and none older than
+  ``feedback_horizon``; beyond either the oldest go first, counted in
+  ``mlpulse_exporter_feedback_evicted_total{kind="prediction", cause}``. A label for a prediction
+  no longer held is counted (``outcome="prediction_gone"``) and not used.
+- **pending labels**: feedback read before its prediction (another worker's line written later, a
+  replay), held until the prediction arrives; at most ``feedback_max_pending``, none older than the
+  horizon, evictions counted (``kind="pending"``).
+
+The same label again is a duplicate; another label replaces the record's label (an update); a
+request id used again replaces the earlier prediction (as the service's ledger does). Nothing is
+double counted, whatever the order of arrival.
+
+Windows are by **prediction time**: window ``w`` holds the labelled predictions made in the last
+``w``. A window with fewer than ``min_labels`` labels exports no realized score (absent series, as
+drift does), but still its label count and labelled share. The metrics are
+``mlpulse.quality.realized`` (scikit-learn's functions) on the window's joined records.
+
+Restart: the join state is written into the file source's checkpoint with the tail position, so
+after a restart it is exactly what the events read so far made it (docs/exporter.md, "Realized
+quality").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from mlpulse.events import EVENT_FEEDBACK, EVENT_SCORED
+from mlpulse.schema import OutputSpec, label_key
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]  # (model name, version)
+Rec = tuple[str, int]  # (request_id, record_index)
+# What became of each feedback event read.
+OUTCOMES = ("joined", "updated", "duplicate", "held", "prediction_gone", "unknown_model", "invalid")
+EVICTIONS = (("prediction", "cap"), ("prediction", "horizon"), ("pending", "cap"), ("pending", "horizon"))
+# Label delay (label time minus prediction time): a minute to a quarter.
+DELAY_BUCKETS = (60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 90 * 86400.0)
+STATE_VERSION = 1
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+class _Model:
+    """What the join needs of a model version: its output, class order and baseline."""
+
+    def __init__(self, output: OutputSpec, baseline: list[dict[str, Any]] | None):
+        self.output = output
+        self.keys = list(output.class_keys)
+        self.baseline = baseline or []
+        self.delays = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
+        self.delay_sum = 0.0
+        self.last_label = 0.0  # time of the newest first label joined (LabelsNotArriving)
+
+    def prediction(self, pred: Any) -> Any:
+        """The stored form of an event's prediction, or None if it cannot be scored."""
+        if not isinstance(pred, dict):
+            return None
+        if self.output.task == "regression":
+            return _number(pred.get("value"))
+        cls = pred.get("class")
+        if cls is None:
+            return None
+        text = label_key(cls)
+        probs = pred.get("probabilities")
+        if self.output.probabilities:
+            if not isinstance(probs, dict):
+                return None
+            row = [_number(probs.get(k)) for k in self.keys]
+            if any(v is None for v in row):
+                return None
+            return (text, tuple(row))
+        return (text, None)
+
+
+class Join:
+    def __init__(self, windows: list[float], min_labels: int, horizon: float, max_predictions: int,
+                 max_pending: int, n_bins: int = 10):
+        self.windows, self.min_labels, self.horizon = sorted(windows), min_labels, horizon
+        self.max_predictions, self.max_pending, self.n_bins = max_predictions, max_pending, n_bins
+        self.models: dict[Key, _Model] = {}
+        # record -> [prediction ts, model key, prediction, label or None, label ts]
+        self.held: OrderedDict[Rec, list[Any]] = OrderedDict()
+        self.pending: OrderedDict[Rec, list[Any]] = OrderedDict()  # record -> [label, label ts, model key]
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.evicted = dict.fromkeys(EVICTIONS, 0)
+        self.results: list[tuple[str, dict[str, str], float]] = []
+        self.sklearn = True
+
+    def track(self, name: str, version: str, output: OutputSpec, metadata: dict[str, Any]) -> None:
+        baseline = metadata.get("quality_baseline")
+        if baseline is None:
+            log.info("bundle %s %s has no quality_baseline: realized quality is exported without a baseline",
+                     name, version)
+        self.models[(name, version)] = _Model(output, baseline if isinstance(baseline, list) else None)
+
+    # -- ingestion ----------------------------------------------------------------------------
+
+    def ingest(self, events: list[dict[str, Any]], timestamp) -> None:
+        """One batch of decoded events; ``timestamp(event)`` is the file source's parser."""
+        for e in events:
+            kind = e.get("event")
+            if kind == EVENT_SCORED:
+                self._prediction(e, timestamp(e))
+            elif kind == EVENT_FEEDBACK:
+                self._feedback(e, timestamp(e))
+
+    def _prediction(self, e: dict[str, Any], ts: float | None) -> None:
+        model = e.get("model")
+        if ts is None or not isinstance(model, dict):
+            return
+        key = (model.get("name"), model.get("version"))
+        m = self.models.get(key)
+        rid, idx = e.get("request_id"), e.get("record_index", 0)
+        if m is None or not isinstance(rid, str) or not isinstance(idx, int):
+            return
+        pred = m.prediction(e.get("prediction"))
+        if pred is None:
+            return
+        rec = (rid, idx)
+        self.held.pop(rec, None)  # a request id used again names the newer request
+        entry = [ts, key, pred, None, 0.0]
+        self.held[rec] = entry
+        waiting = self.pending.pop(rec, None)
+        if waiting is not None and waiting[1] >= ts:  # a label given before this prediction is not its label
+            self._label(entry, waiting[0], waiting[1], new_outcome="joined")
+        if len(self.held) > self.max_predictions:
+            self.held.popitem(last=False)
+            self.evicted[("prediction", "cap")] += 1
+
+    def _feedback(self, e: dict[str, Any], ts: float | None) -> None:
+        fb = e.get("feedback")
+        model = e.get("model")
+        if ts is None or not isinstance(fb, dict) or not isinstance(model, dict):
+            self.outcomes["invalid"] += 1
+            return
+        rid, idx, label = fb.get("request_id"), fb.get("record_index"), fb.get("label")
+        if not isinstance(rid, str) or not isinstance(idx, int) or not isinstance(label, str):
+            self.outcomes["invalid"] += 1
+            return
+        key = (model.get("name"), model.get("version"))
+        if key not in self.models:
+            self.outcomes["unknown_model"] += 1
+            return
+        entry = self.held.get((rid, idx))
+        if entry is not None:
+            self._label(entry, label, ts)
+            return
+        if fb.get("predicted_at") and self._predicted_before_window(fb["predicted_at"], ts):
+            self.outcomes["prediction_gone"] += 1
+            return
+        self.pending.pop((rid, idx), None)
+        self.pending[(rid, idx)] = [label, ts, key]
+        self.outcomes["held"] += 1
+        if len(self.pending) > self.max_pending:
+            self.pending.popitem(last=False)
+            self.evicted[("pending", "cap")] += 1
+
+    def _predicted_before_window(self, predicted_at: Any, ts: float) -> bool:
+        """Whether the labelled prediction is older than anything held: it will never be read again."""
+        import datetime as dt
+
+        try:
+            when = dt.datetime.fromisoformat(predicted_at).timestamp()
+        except (TypeError, ValueError):
+            return False
+        oldest = next(iter(self.held.values()))[0] if self.held else None
+        return when < ts - self.horizon or (oldest is not None and when < oldest)
+
+    def _label(self, entry: list[Any], label: str, ts: float, new_outcome: str = "joined") -> None:
+        if entry[3] is None:
+            entry[3], entry[4] = label, ts
+            m = self.models[entry[1]]
+            delay = max(0.0, ts - entry[0])
+            m.delays[int(np.searchsorted(DELAY_BUCKETS, delay))] += 1
+            m.delay_sum += delay
+            m.last_label = max(m.last_label, ts)
+            self.outcomes[new_outcome] += 1
+        elif entry[3] == label:
+            self.outcomes["duplicate"] += 1
+        else:
+            entry[3], entry[4] = label, ts
+            self.outcomes["updated"] += 1
+
+    def expire(self, now: float) -> None:
+        cutoff = now - self.horizon
+        while self.held and next(iter(self.held.values()))[0] < cutoff:
+            self.held.popitem(last=False)
+            self.evicted[("prediction", "horizon")] += 1
+        while self.pending and next(iter(self.pending.values()))[1] < cutoff:
+            self.pending.popitem(last=False)
+            self.evicted[("pending", "horizon")] += 1
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def joined(self, key: Key, since: float) -> tuple[int, list[list[Any]]]:
+        """Predictions of ``key`` made after ``since``: how many are held, and the labelled ones."""
+        n, labelled = 0, []
+        for entry in reversed(self.held.values()):  # newest first: stop at the window's start
+            if entry[0] <= since:
+                break
+            if entry[1] == key:
+                n += 1
+                if entry[3] is not None:
+                    labelled.append(entry)
+        return n, labelled
+
+    def evaluate(self, now: float, window_label) -> None:
+        from mlpulse.quality.realized import realized
+
+        self.expire(now)
+        out: list[tuple[str, dict[str, str], float]] = []
+        for key, m in self.models.items():
+            mv = {"model": key[0], "version": key[1]}
+            for b in m.baseline:
+                value = _number(b.get("value")) if isinstance(b, dict) else None
+                if value is not None:
+                    out.append(("mlpulse_quality_baseline", {**mv, "metric": str(b.get("metric")),
+                                                             "class": str(b.get("class", ""))}, value))
+            for w in self.windows:
+                n, labelled = self.joined(key, now - w)
+                base = {**mv, "window": window_label(w)}
+                out.append(("mlpulse_quality_labelled", base, float(len(labelled))))
+                if n:
+                    out.append(("mlpulse_quality_labelled_ratio", base, len(labelled) / n))
+                if len(labelled) < self.min_labels or not self.sklearn:
+                    continue
+                try:
+                    values = self._realized(realized, m, labelled)
+                except ImportError:
+                    self.sklearn = False
+                    log.warning("scikit-learn is not installed: no realized quality (pip install 'mlpulse[quality]')")
+                    continue
+                for metric, cls, value in values:
+                    out.append(("mlpulse_quality_realized", {**base, "metric": metric, "class": cls}, value))
+        self.results = out
+
+    def _realized(self, realized, m: _Model, labelled: list[list[Any]]):
+        truth = [e[3] for e in labelled]
+        if m.output.task == "regression":
+            return realized(m.output, [float(t) for t in truth], [e[2] for e in labelled])
+        proba = np.array([e[2][1] for e in labelled], dtype=float) if m.output.probabilities else None
+        return realized(m.output, truth, [e[2][0] for e in labelled], proba, self.n_bins)
+
+    # -- checkpoint ---------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        keys = list(self.models)
+        index = {k: i for i, k in enumerate(keys)}
+
+        def pred(p):
+            return list(p) if isinstance(p, tuple) else p
+
+        return {
+            "version": STATE_VERSION,
+            "models": [list(k) for k in keys],
+            "held": [[r[0], r[1], e[0], index[e[1]], pred(e[2]), e[3], e[4]] for r, e in self.held.items()
+                     if e[1] in index],
+            "pending": [[r[0], r[1], p[0], p[1], index[p[2]]] for r, p in self.pending.items() if p[2] in index],
+            "outcomes": self.outcomes, "evicted": [[k, c, n] for (k, c), n in self.evicted.items()],
+            "delays": {f"{k[0]}\x1f{k[1]}": [m.delays.tolist(), m.delay_sum, m.last_label]
+                       for k, m in self.models.items()},
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back a state written by ``state`` (models not tracked now are dropped)."""
+        try:
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(f"join state version {state.get('version')!r}")
+            keys = [tuple(k) for k in state["models"]]
+            for rid, idx, ts, ki, p, label, lts in state["held"]:
+                key = keys[ki]
+                if key in self.models:
+                    p = (p[0], tuple(p[1]) if p[1] is not None else None) if isinstance(p, list) else p
+                    self.held[(rid, idx)] = [ts, key, p, label, lts]
+            for rid, idx, label, lts, ki in state["pending"]:
+                if keys[ki] in self.models:
+                    self.pending[(rid, idx)] = [label, lts, keys[ki]]
+            self.outcomes.update({k: int(v) for k, v in state["outcomes"].items() if k in self.outcomes})
+            for k, c, n in state["evicted"]:
+                if (k, c) in self.evicted:
+                    self.evicted[(k, c)] = int(n)
+            for name, (counts, total, last) in state["delays"].items():
+                m = self.models.get(tuple(name.split("\x1f", 1)))
+                if m is not None and len(counts) == len(m.delays):
+                    m.delays[:] = counts
+                    m.delay_sum, m.last_label = float(total), float(last)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            log.warning("join state not restored (%s): realized quality starts empty", e)
+            self.held.clear()
+            self.pending.clear()
+
+    # -- Prometheus ---------------------------------------------------------------------------
+
+    def collect(self):
+        families: dict[str, GaugeMetricFamily] = {}
+        for metric, labels, value in self.results:
+            fam = families.get(metric)
+            if fam is None:
+                fam = families[metric] = GaugeMetricFamily(metric, HELP[metric], labels=list(labels))
+            fam.add_metric(list(labels.values()), value)
+        yield from families.values()
+        delay = HistogramMetricFamily("mlpulse_label_delay_seconds", "Time from a prediction to its first label "
+                                      "(feedback joined by the exporter)", labels=["model", "version"])
+        for (name, version), m in self.models.items():
+            cumulative = np.cumsum(m.delays)
+            buckets = [(f"{b:g}", float(c)) for b, c in zip(DELAY_BUCKETS, cumulative[:-1])]
+            delay.add_metric([name, version], buckets + [("+Inf", float(cumulative[-1]))], m.delay_sum)
+        yield delay
+        last = GaugeMetricFamily("mlpulse_label_last_timestamp_seconds", "When the newest label joined to a "
+                                 "prediction was given (0: none yet)", labels=["model", "version"])
+        for (name, version), m in self.models.items():
+            last.add_metric([name, version], m.last_label)
+        yield last
+        events = CounterMetricFamily("mlpulse_exporter_feedback_events", "Feedback events read, by what became of "
+                                     "them", labels=["outcome"])
+        for outcome, n in self.outcomes.items():
+            events.add_metric([outcome], n)
+        yield events
+        evicted = CounterMetricFamily("mlpulse_exporter_feedback_evicted", "Predictions and pending labels the join "
+                                      "dropped, by kind and cause (cap or horizon)", labels=["kind", "cause"])
+        for (kind, cause), n in self.evicted.items():
+            evicted.add_metric([kind, cause], n)
+        yield evicted
+        yield GaugeMetricFamily("mlpulse_exporter_feedback_predictions_held", "Predictions held for the join",
+                                value=len(self.held))
+        yield GaugeMetricFamily("mlpulse_exporter_feedback_pending_held", "Labels held until their prediction is "
+                                "read", value=len(self.pending))
+
+
+HELP = {
+    "mlpulse_quality_realized": "Realized quality of the labelled predictions made in the window (scikit-learn's "
+    "metric on the joined labels; absent below min_labels)",
+    "mlpulse_quality_baseline": "The metric on the bundle's holdout at training (quality_baseline)",
+    "mlpulse_quality_labelled": "Predictions made in the window that have a label",
+    "mlpulse_quality_labelled_ratio": "Share of the predictions made in the window (held by the join) that have a "
+    "label",
+}
