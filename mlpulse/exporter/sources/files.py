@@ -118,8 +118,10 @@ class FileSource:
             self._saved_join = extra.get("join")
 
     def attach_join(self, join) -> None:
-        """Hand every batch to ``join`` from now on; its state is checkpointed with the tail's position."""
+        """Hand every batch to ``join`` from now on (a batch hook: it reads every event, feedback
+        included); its state is checkpointed with the tail's position."""
         self.join = join
+        self.batch_hooks.append(lambda batch: join.ingest(batch.events, event_timestamp))
         if self._saved_join is not None:
             join.restore(self._saved_join)
             self._saved_join = None
@@ -153,8 +155,6 @@ class FileSource:
         model version with ``Reference.bin_rows`` (numpy over columns) and add them to the ring
         with one update per (model version, slice). Per-batch hooks then see the whole batch."""
         now = self.clock() if now is None else now
-        if self.join is not None:  # one call per batch (realized quality)
-            self.join.ingest(events, event_timestamp)
         oldest = now - self.horizon
         counts = self.events
         scored: dict[Key, ScoredEvents] = {}
