@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import platform
@@ -57,7 +56,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from bench.machine import machine
+from bench.machine import machine, main_with_json
 from bench.per_event import per_event_ingest
 from mlpulse import drift
 from mlpulse.bundle import save_bundle
@@ -724,17 +723,7 @@ def print_targets(t: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="~30 s smoke run: 20k-row samples, fewer repetitions")
-    ap.add_argument("--json", metavar="FILE", help="write every figure to FILE as JSON")
-    args = ap.parse_args(argv)
-    started = time.perf_counter()
-    result = run(args)
-    result["wall_seconds"] = time.perf_counter() - started
-    print(f"\ndone in {result['wall_seconds']:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return main_with_json(run, __doc__, "~30 s smoke run: 20k-row samples, fewer repetitions", argv)
 
 
 if __name__ == "__main__":

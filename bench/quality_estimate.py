@@ -25,7 +25,6 @@ and says so. Rounds interleave the two estimators. This is a measurement: it alw
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.machine import machine
+from bench.machine import machine, main_with_json
 from mlpulse.bundle import load_bundle
 from mlpulse.quality.estimate import (
     ClassificationEstimator,
@@ -398,17 +397,7 @@ def run(args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smaller credit model and fewer windows and rounds")
-    ap.add_argument("--json", metavar="FILE", help="write every figure to FILE as JSON")
-    args = ap.parse_args(argv)
-    started = time.perf_counter()
-    result = run(args)
-    result["wall_seconds"] = time.perf_counter() - started
-    print(f"\ndone in {result['wall_seconds']:.0f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    return main_with_json(run, __doc__, "smaller credit model and fewer windows and rounds", argv)
 
 
 if __name__ == "__main__":
