@@ -12,7 +12,9 @@ loopback ports. Load is closed-loop: one client, one request at a time, a new co
 request (gunicorn's sync worker closes it after each answer), the same records for both services.
 Each round runs, in a fresh random order, both services at 1 and 20 records per request and the
 floor: ``predict_proba`` of the current bundle's model on the same rows, in this process, one
-OpenMP thread (as a worker has). Figures are medians over rounds of each round's figure; the ratios
+OpenMP thread (as a worker has), and the same after 0.5 ms asleep per call (the idle floor: the
+worker sleeps between requests, and a call after a sleep runs slower on shared vCPUs); the model's
+time inside the worker is read from the current service's events (``latency_ms``). Figures are medians over rounds of each round's figure; the ratios
 are taken within a round, then their median (the machine is shared: only ratios compare).
 
 This is a measurement: it prints whether the targets are met and exits 0 whatever the figures.
