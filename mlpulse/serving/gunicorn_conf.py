@@ -14,7 +14,7 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 # unless MODEL_OMP_THREADS says otherwise; create_app also limits the runtime once it is loaded.
 os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("MODEL_OMP_THREADS", "1"))
 
-from mlpulse.gunicorn import child_exit, on_starting  # noqa: E402,F401  (gunicorn reads these names)
+from mlpulse.gunicorn import child_exit, on_starting, post_worker_init  # noqa: E402,F401  (gunicorn reads these names)
 
 wsgi_app = "mlpulse.serving.wsgi:app"
 bind = os.environ.get("MODEL_SERVICE_BIND", "127.0.0.1:8000")
