@@ -30,6 +30,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlpulse.report import build_report, write_report
+from native_stack.labels import DelayedLabels
 from native_stack.monitoring import Monitoring, start_monitoring
 from native_stack.processes import ROOT, Stack, exporter_env, free_port, service_env, start_exporter, start_service
 from native_stack.schedule import Schedule, play_phase
@@ -181,18 +182,25 @@ def main(argv: list[str] | None = None) -> int:
 
             def traffic() -> None:
                 nonlocal service
-                for i, phase in enumerate(schedule.phases):
-                    if stop.is_set():
-                        return
-                    view.phase = phase.name
-                    if phase.effects.service_down:  # stopped on purpose: not a failure of the demo
-                        stack.processes.remove(service)
-                        service.stop()
-                    target = other_url if phase.effects.other_model else url
-                    play_phase(target, phase, 5000 + i, stop)
-                    if phase.effects.service_down and not stop.is_set():
-                        service = start_service(stack, service_environment, work / "service.log")
-                view.phase = "done"
+                # The schedule's delayed labels go back to the service that scored them (the reference
+                # version's; the other version's phase sends none).
+                labels = DelayedLabels(url, 0.0) if any(p.labels for p in schedule.phases) else None
+                try:
+                    for i, phase in enumerate(schedule.phases):
+                        if stop.is_set():
+                            return
+                        view.phase = phase.name
+                        if phase.effects.service_down:  # stopped on purpose: not a failure of the demo
+                            stack.processes.remove(service)
+                            service.stop()
+                        target = other_url if phase.effects.other_model else url
+                        play_phase(target, phase, 5000 + i, stop, labels=labels if target == url else None)
+                        if phase.effects.service_down and not stop.is_set():
+                            service = start_service(stack, service_environment, work / "service.log")
+                    view.phase = "done"
+                finally:
+                    if labels is not None:
+                        labels.close()
 
             player = threading.Thread(target=traffic, daemon=True)
             player.start()

@@ -27,5 +27,8 @@ def test_the_demo_shows_an_alert_fire_and_resolve_and_leaves_its_report(bundle_d
     assert "runbooks.md#featuredrift" in out
     assert (work / "report.html").is_file() and "income" in (work / "report.html").read_text()
     assert "stopped every process the demo started" in out
+    # The schedule's delayed labels reached the service: feedback events beside the predictions.
+    lines = "".join(f.read_text() for f in (work / "events").glob("*.jsonl"))
+    assert '"event":"feedback"' in lines.replace(" ", ""), "no label of the schedule reached POST /v1/feedback"
     leftover = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "processes of the demo are still running"
