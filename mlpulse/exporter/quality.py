@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -109,12 +110,13 @@ class Join:
 
     # -- ingestion ----------------------------------------------------------------------------
 
-    def ingest(self, events: list[dict[str, Any]], timestamp) -> None:
-        """One batch of decoded events; ``timestamp(event)`` is the file source's parser."""
-        for e in events:
+    def ingest(self, events: list[dict[str, Any]], timestamp, stamps: Sequence[float | None] | None = None) -> None:
+        """One batch of decoded events; ``timestamp(event)`` is the file source's parser, and
+        ``stamps`` (aligned with ``events``) the predictions' timestamps it already parsed."""
+        for i, e in enumerate(events):
             kind = e.get("event")
             if kind == EVENT_SCORED:
-                self._prediction(e, timestamp(e))
+                self._prediction(e, timestamp(e) if stamps is None else stamps[i])
             elif kind == EVENT_FEEDBACK:
                 self._feedback(e, timestamp(e))
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from bench.per_event import per_event_ingest
-from mlpulse.exporter.sources.files import IngestBatch
+from mlpulse.events import EVENT_REFUSED, EVENT_SCORED
+from mlpulse.exporter.sources.files import IngestBatch, event_timestamp
 from mlpulse.exporter.tail import EventTail
 from model_service.data import SCHEMA, generate, to_records
 from tests.unit.test_exporter import NOW, exporter_for
@@ -106,6 +107,11 @@ def test_vectorised_ingest_counts_equal_the_per_event_path(bundle_dir, tmp_path,
     assert sum(len(b.scored[KEY].events) for b in seen if KEY in b.scored) == counts["scored"]
     first = next(b.scored[KEY] for b in seen if KEY in b.scored)
     assert first.column("age") == [r.get("age") for r in first.inputs]
+    # Each event's parsed timestamp, aligned: predictions and refusals parsed once, others not.
+    for b in seen:
+        assert b.stamps == [event_timestamp(e) if e.get("event") in (EVENT_SCORED, EVENT_REFUSED) else None
+                            for e in b.events]
+    assert any(t is not None for b in seen for t in b.stamps)
 
 
 def test_bin_columns_takes_numpy_columns_as_the_events_hold_them(bundle_dir, tmp_path):

@@ -69,11 +69,15 @@ class IngestBatch:
     the batch is binned: ``events``, every decoded event of the batch in file order (any kind:
     scored, refused, feedback, ...; nothing filtered); ``scored``, per (model name, version) the
     scored events the drift windows took, with their timestamps, inputs, scores and classes as
-    columns (``ScoredEvents``); ``now``, the clock of the batch. A hook must not modify them."""
+    columns (``ScoredEvents``); ``now``, the clock of the batch; ``stamps``, aligned with ``events``,
+    the parsed ``@timestamp`` of every prediction and refused event (None for other kinds, which
+    the ingest does not parse, and where it does not parse), so no hook parses them again. A hook
+    must not modify them."""
 
     events: list[dict[str, Any]]
     scored: dict[Key, ScoredEvents]
     now: float
+    stamps: list[float | None]
 
 
 @contextlib.contextmanager
@@ -121,7 +125,7 @@ class FileSource:
         """Hand every batch to ``join`` from now on (a batch hook: it reads every event, feedback
         included); its state is checkpointed with the tail's position."""
         self.join = join
-        self.batch_hooks.append(lambda batch: join.ingest(batch.events, event_timestamp))
+        self.batch_hooks.append(lambda batch: join.ingest(batch.events, event_timestamp, batch.stamps))
         if self._saved_join is not None:
             join.restore(self._saved_join)
             self._saved_join = None
@@ -158,12 +162,15 @@ class FileSource:
         oldest = now - self.horizon
         counts = self.events
         scored: dict[Key, ScoredEvents] = {}
+        stamps: list[float | None] = []
         for e in events:
             kind = e.get("event")
             if kind not in (EVENT_SCORED, EVENT_REFUSED):
                 counts["other"] += 1
+                stamps.append(None)
                 continue
             ts = event_timestamp(e)
+            stamps.append(ts)
             model = e.get("model")
             if ts is None or not isinstance(model, dict):
                 counts["invalid"] += 1
@@ -198,7 +205,7 @@ class FileSource:
                 rows = slices == slice_id
                 ring.add(int(slice_id), positions[rows].ravel(), values[rows & finite])
         if self.batch_hooks:
-            batch_view = IngestBatch(events, scored, now)
+            batch_view = IngestBatch(events, scored, now, stamps)
             for hook in self.batch_hooks:
                 hook(batch_view)
 
