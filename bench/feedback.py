@@ -100,12 +100,12 @@ def exporter_ingest(bundle: str, work: Path, rounds: int) -> list[float]:
     from mlpulse.bundle import load_bundle
     from mlpulse.exporter.config import ExporterConfig
     from mlpulse.exporter.core import Exporter
-    from model_service.data import frame_for_model, generate, to_records
+    from model_service.data import generate, rows_for_model, to_records
     from model_service.train import TRUSTED_TYPES
 
     model = load_bundle(bundle, trusted=TRUSTED_TYPES).model
     records = to_records(generate(20_000, seed=7))
-    proba = model.predict_proba(frame_for_model(records))
+    proba = model.predict_proba(rows_for_model(records))
     now = time.time()
     stamp = dt.datetime.fromtimestamp(now - 5, dt.UTC).isoformat()
     events = [{"event": "prediction", "@timestamp": stamp, "request_id": f"b{i // 10}", "record_index": i % 10,

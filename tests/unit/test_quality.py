@@ -16,7 +16,7 @@ from mlpulse.exporter.config import ConfigError, ExporterConfig
 from mlpulse.exporter.core import Exporter
 from mlpulse.quality.realized import realized
 from mlpulse.schema import OutputSpec
-from model_service.data import frame_for_model, generate, to_records
+from model_service.data import generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import samples
 
@@ -34,7 +34,7 @@ def served(bundle_dir):
     bundle = load_bundle(bundle_dir, trusted=TRUSTED_TYPES)
     df = generate(2000, seed=11)
     records = to_records(df)
-    proba = bundle.model.predict_proba(frame_for_model(records))
+    proba = bundle.model.predict_proba(rows_for_model(records))
     cols = [list(bundle.model.classes_).index(k) for k in bundle.output.class_keys]
     proba = proba[:, cols]
     keys = bundle.output.class_keys
