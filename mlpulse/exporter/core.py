@@ -24,6 +24,7 @@ from mlpulse import drift
 from mlpulse.bundle import BundleError, load_reference
 from mlpulse.durations import format_duration, parse_duration
 from mlpulse.exporter.config import ExporterConfig
+from mlpulse.exporter.quality import HELP as REALIZED_HELP
 from mlpulse.exporter.quality import Join
 from mlpulse.exporter.sources import Source, open_source
 from mlpulse.exporter.windows import PREDICTION, Reference
@@ -207,7 +208,8 @@ class Exporter:
 
     def collect(self):
         families: dict[str, GaugeMetricFamily] = {}
-        for metric, labels, value in self.results:
+        results = self.results if self.join is None else self.results + self.join.results
+        for metric, labels, value in results:
             fam = families.get(metric)
             if fam is None:
                 fam = families[metric] = GaugeMetricFamily(metric, METRIC_HELP[metric], labels=list(labels))
@@ -272,4 +274,5 @@ METRIC_HELP = {
     "estimate is compared with",
     "mlpulse_window_predictions": "Scored records in the window",
     "mlpulse_window_prediction": "Exact mean, std (population), min and max of the prediction score in the window",
+    **REALIZED_HELP,  # realized quality: the join's per-window results (mlpulse.exporter.quality)
 }

@@ -308,13 +308,8 @@ class Join:
     # -- Prometheus ---------------------------------------------------------------------------
 
     def collect(self):
-        families: dict[str, GaugeMetricFamily] = {}
-        for metric, labels, value in self.results:
-            fam = families.get(metric)
-            if fam is None:
-                fam = families[metric] = GaugeMetricFamily(metric, HELP[metric], labels=list(labels))
-            fam.add_metric(list(labels.values()), value)
-        yield from families.values()
+        """The join's own families; its per-window ``results`` (``HELP``) the exporter's collector
+        turns into gauges with its own."""
         delay = HistogramMetricFamily("mlpulse_label_delay_seconds", "Time from a prediction to its first label "
                                       "(feedback joined by the exporter)", labels=["model", "version"])
         for (name, version), m in self.models.items():
