@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from native_stack.monitoring import Monitoring, start_monitoring
+from native_stack.processes import Process, Stack, exporter_env, free_port, service_env, start_exporter, start_service
 
 # The repository's root and the recorded fixtures, wherever a test file sits under tests/.
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +55,28 @@ def wait_for(fn, timeout: float, what: str):
             return last
         time.sleep(0.25)
     raise AssertionError(f"{what} not within {timeout}s (last: {last!r})")
+
+
+@dataclass
+class AlertingStack:
+    service: Process
+    url: str  # the model service
+    exporter: str  # the exporter's /metrics
+    mon: Monitoring
+
+
+def start_alerting_stack(stack: Stack, bundle_dir: Path, work: Path, window: str, for_override: str = "3s",
+                         **exporter_extra: str) -> AlertingStack:
+    """What the alerting tests drive: the model service (2 workers), the exporter on 1 s slices
+    evaluating every second (``exporter_extra``: more of its variables), and Prometheus,
+    Alertmanager and the webhook with the rules' 1h window replaced by ``window`` and every
+    ``for`` by ``for_override``."""
+    svc, exp = free_port(), free_port()
+    service = start_service(stack, service_env(bundle_dir, work / "events", work / "mp", svc, workers=2),
+                            work / "service.log")
+    start_exporter(stack, exporter_env(work / "events", bundle_dir, exp, None, MLPULSE_EXPORTER_WINDOWS=window,
+                                       MLPULSE_EXPORTER_SLICE="1s", MLPULSE_EXPORTER_EVALUATE_EVERY="1s",
+                                       MLPULSE_EXPORTER_POLL_EVERY="0.2s", **exporter_extra), work / "exporter.log")
+    mon = start_monitoring(stack, work, {"model-service": f"127.0.0.1:{svc}", "drift-exporter": f"127.0.0.1:{exp}"},
+                           window=window, for_override=for_override)
+    return AlertingStack(service, f"http://127.0.0.1:{svc}", f"http://127.0.0.1:{exp}/metrics", mon)

@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from model_service.data import SCENARIOS, generate, to_records
-from native_stack.monitoring import ALERTMANAGER, PROMETHEUS, start_monitoring
-from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service
+from native_stack.monitoring import ALERTMANAGER, PROMETHEUS
+from native_stack.processes import Stack
 from native_stack.traffic import send
-from tests.helpers import wait_for
+from tests.helpers import start_alerting_stack, wait_for
 
 pytestmark = pytest.mark.integration
 WINDOW = "30s"
@@ -52,23 +52,15 @@ def notifications(path):
 @pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER), reason="Debian's prometheus / prometheus-alertmanager "
                     "not installed (make test installs them)")
 def test_drift_alert_reaches_the_receiver_resolves_and_is_inhibited_when_the_service_is_down(bundle_dir, tmp_path):
-    svc, exp = free_port(), free_port()
     with Stack() as stack:
-        service = start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", svc, workers=2),
-                                tmp_path / "service.log")
-        start_exporter(stack, exporter_env(tmp_path / "events", bundle_dir, exp, None,
-                                           MLPULSE_EXPORTER_WINDOWS=WINDOW, MLPULSE_EXPORTER_SLICE="1s",
-                                           MLPULSE_EXPORTER_EVALUATE_EVERY="1s", MLPULSE_EXPORTER_POLL_EVERY="0.2s"),
-                       tmp_path / "exporter.log")
         # Both servers behind basic auth, as in compose: Prometheus authenticates to Alertmanager
         # (and to itself) with the password files, the test with the passwords.
-        mon = start_monitoring(stack, tmp_path, {"model-service": f"127.0.0.1:{svc}",
-                                                 "drift-exporter": f"127.0.0.1:{exp}"},
-                               window=WINDOW, for_override="3s")
+        run = start_alerting_stack(stack, bundle_dir, tmp_path, WINDOW)
+        service, mon = run.service, run.mon
         received = mon.notifications
         prom_url, prom_auth = mon.prometheus, mon.prometheus_auth
 
-        traffic = Traffic(f"http://127.0.0.1:{svc}")
+        traffic = Traffic(run.url)
         traffic.start()
         try:
             # 1. Baseline: the rules are evaluated (the heartbeat fires) and nothing reaches the receiver.

@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 import requests
 
-from native_stack.monitoring import ALERTMANAGER, PROMETHEUS, start_monitoring
-from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
+from native_stack.monitoring import ALERTMANAGER, PROMETHEUS
+from native_stack.processes import Stack, wait_http
 from native_stack.scenarios import records_for
 from native_stack.traffic import send
-from tests.helpers import wait_for
+from tests.helpers import start_alerting_stack, wait_for
 
 pytestmark = pytest.mark.integration
 WINDOW = "20s"
@@ -45,19 +45,12 @@ def delivered(path, alertname: str) -> bool:
 @pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER), reason="Debian's prometheus / prometheus-alertmanager "
                     "not installed (make test installs them)")
 def test_serving_survives_monitoring_outages_and_alerts_arrive_after(bundle_dir, tmp_path):
-    svc, exp = free_port(), free_port()
     with Stack() as stack:
-        start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", svc, workers=2),
-                      tmp_path / "service.log")
-        start_exporter(stack, exporter_env(tmp_path / "events", bundle_dir, exp, None, MLPULSE_EXPORTER_WINDOWS=WINDOW,
-                                           MLPULSE_EXPORTER_SLICE="1s", MLPULSE_EXPORTER_EVALUATE_EVERY="1s",
-                                           MLPULSE_EXPORTER_POLL_EVERY="0.2s"), tmp_path / "exporter.log")
-        mon = start_monitoring(stack, tmp_path, {"model-service": f"127.0.0.1:{svc}",
-                                                 "drift-exporter": f"127.0.0.1:{exp}"},
-                               window=WINDOW, for_override="0s")
+        run = start_alerting_stack(stack, bundle_dir, tmp_path, WINDOW, for_override="0s")
+        mon = run.mon
         am = next(p for p in stack.processes if p.name == "alertmanager")
         prom = next(p for p in stack.processes if p.name == "prometheus")
-        traffic = Traffic(f"http://127.0.0.1:{svc}")
+        traffic = Traffic(run.url)
         traffic.start()
         try:
             # Alertmanager gone: a drift fires in Prometheus and cannot be delivered; serving goes on.

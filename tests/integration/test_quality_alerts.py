@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from native_stack.labels import DelayedLabels
-from native_stack.monitoring import ALERTMANAGER, PROMETHEUS, start_monitoring
-from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service
+from native_stack.monitoring import ALERTMANAGER, PROMETHEUS
+from native_stack.processes import Stack
 from native_stack.schedule import Phase, play_phase
-from tests.helpers import samples, wait_for
+from tests.helpers import samples, start_alerting_stack, wait_for
 
 pytestmark = pytest.mark.integration
 WINDOW = "30s"
@@ -44,19 +44,10 @@ def quality(exporter: str, metric: str) -> float | None:
 @pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER), reason="Debian's prometheus / prometheus-alertmanager "
                     "not installed (make test installs them)")
 def test_delayed_labels_showing_a_quality_drop_reach_the_receiver(bundle_dir, tmp_path):
-    svc, exp = free_port(), free_port()
-    url, exporter = f"http://127.0.0.1:{svc}", f"http://127.0.0.1:{exp}/metrics"
     with Stack() as stack:
-        start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", svc, workers=2),
-                      tmp_path / "service.log")
-        start_exporter(stack, exporter_env(tmp_path / "events", bundle_dir, exp, None,
-                                           MLPULSE_EXPORTER_WINDOWS=WINDOW, MLPULSE_EXPORTER_SLICE="1s",
-                                           MLPULSE_EXPORTER_QUALITY_WINDOWS=WINDOW, MLPULSE_EXPORTER_MIN_LABELS="200",
-                                           MLPULSE_EXPORTER_EVALUATE_EVERY="1s", MLPULSE_EXPORTER_POLL_EVERY="0.2s"),
-                       tmp_path / "exporter.log")
-        mon = start_monitoring(stack, tmp_path, {"model-service": f"127.0.0.1:{svc}",
-                                                 "drift-exporter": f"127.0.0.1:{exp}"},
-                               window=WINDOW, for_override="3s")
+        run = start_alerting_stack(stack, bundle_dir, tmp_path, WINDOW, MLPULSE_EXPORTER_QUALITY_WINDOWS=WINDOW,
+                                   MLPULSE_EXPORTER_MIN_LABELS="200")
+        url, exporter, mon = run.url, run.exporter, run.mon
         labels = DelayedLabels(url, delay=2.0)
         stop = threading.Event()
         phase = {"now": "baseline"}

@@ -18,10 +18,10 @@ import pytest
 import requests
 
 from model_service.data import generate, to_records
-from native_stack.monitoring import ALERTMANAGER, PROMETHEUS, start_monitoring
-from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service
+from native_stack.monitoring import ALERTMANAGER, PROMETHEUS
+from native_stack.processes import Stack
 from native_stack.traffic import send
-from tests.helpers import wait_for
+from tests.helpers import start_alerting_stack, wait_for
 
 pytestmark = pytest.mark.integration
 WINDOW = "30s"
@@ -56,18 +56,10 @@ def payloads(path):
 @pytest.mark.skipif(not (PROMETHEUS and ALERTMANAGER), reason="Debian's prometheus / prometheus-alertmanager "
                     "not installed (make test installs them)")
 def test_a_harmless_shift_is_routed_as_information_while_estimated_quality_holds(bundle_dir, tmp_path):
-    svc, exp = free_port(), free_port()
     with Stack() as stack:
-        start_service(stack, service_env(bundle_dir, tmp_path / "events", tmp_path / "mp", svc, workers=2),
-                      tmp_path / "service.log")
-        start_exporter(stack, exporter_env(tmp_path / "events", bundle_dir, exp, None,
-                                           MLPULSE_EXPORTER_WINDOWS=WINDOW, MLPULSE_EXPORTER_SLICE="1s",
-                                           MLPULSE_EXPORTER_EVALUATE_EVERY="1s", MLPULSE_EXPORTER_POLL_EVERY="0.2s"),
-                       tmp_path / "exporter.log")
-        mon = start_monitoring(stack, tmp_path, {"model-service": f"127.0.0.1:{svc}",
-                                                 "drift-exporter": f"127.0.0.1:{exp}"},
-                               window=WINDOW, for_override="3s")
-        traffic = Traffic(f"http://127.0.0.1:{svc}")
+        run = start_alerting_stack(stack, bundle_dir, tmp_path, WINDOW)
+        mon = run.mon
+        traffic = Traffic(run.url)
         traffic.start()
         try:
             # 1. Baseline: the window fills, the estimate exists and holds.
