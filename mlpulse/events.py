@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import fcntl
+import json
 import logging
 import os
 import time
@@ -67,6 +68,16 @@ def write_error_cause(e: OSError) -> str:
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "permission"
     return "io"
+
+
+def raw_text(value: Any, limit: int) -> str:
+    """A refused value as JSON text (what the client sent, as far as it decoded), cut to ``limit``
+    characters, for an event's ``raw_inputs``: text, so it never breaks the index mapping. Never raises."""
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=True)
+    except (ValueError, RecursionError, TypeError):
+        text = repr(value)
+    return text[:limit]
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:

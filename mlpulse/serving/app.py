@@ -30,7 +30,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from mlpulse.bundle import Bundle, library_versions, load_bundle
 from mlpulse.durations import parse_duration
-from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog, EventWriteError
+from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog, EventWriteError, raw_text
 from mlpulse.metrics.feedback import FeedbackMetrics
 from mlpulse.metrics.flask import FlaskMetrics
 from mlpulse.metrics.model import ModelMetrics
@@ -294,7 +294,7 @@ class Scorer:
         self.metrics.observe_request_error("invalid_records")
         n = len(records)
         self.log([(EVENT_REFUSED, {"record_index": i, "batch_size": n,
-                                   "raw_inputs": _raw_text(rec),
+                                   "raw_inputs": raw_text(rec, RAW_INPUT_LIMIT),
                                    **_event_violations(c.violations)})
                   for i, (rec, c) in enumerate(zip(records, checked))])
         errors = [{"record": i, **v.to_dict()} for i in refused for v in checked[i].violations
@@ -375,15 +375,6 @@ def _event_violations(violations: list[Violation]) -> dict[str, Any]:
     if len(violations) > MAX_EVENT_VIOLATIONS:
         out["violations_total"] = len(violations)
     return out
-
-
-def _raw_text(record: Any) -> str:
-    """A refused record as JSON text, cut to RAW_INPUT_LIMIT characters; never raises."""
-    try:
-        text = json.dumps(record, default=str, ensure_ascii=True)
-    except (ValueError, RecursionError, TypeError):
-        text = repr(record)
-    return text[:RAW_INPUT_LIMIT]
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:

@@ -16,13 +16,12 @@ counted (``mlpulse_feedback_labels_total``, ``mlpulse_feedback_refused_total``).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from typing import Any
 
 from flask import g
 
-from mlpulse.events import EVENT_FEEDBACK, EVENT_FEEDBACK_REFUSED
+from mlpulse.events import EVENT_FEEDBACK, EVENT_FEEDBACK_REFUSED, raw_text
 from mlpulse.schema import OutputSpec, label_key
 from mlpulse.serving.ledger import Item, Ledger, LedgerError
 
@@ -168,14 +167,8 @@ class FeedbackTaker:
         for i, e in sorted(first.items()):
             self.metrics.observe_refused(e["reason"])
             events.append((EVENT_FEEDBACK_REFUSED, {"record_index": i, "batch_size": len(raw_items),
-                                                    "raw_inputs": _raw(raw_items[i]), "reason": e["reason"],
+                                                    "raw_inputs": raw_text(raw_items[i], RAW_ITEM_LIMIT), "reason": e["reason"],
                                                     "detail": e["detail"]}))
         self.log(events)
 
 
-def _raw(item: Any) -> str:
-    try:
-        text = json.dumps(item, default=str, ensure_ascii=True)
-    except (ValueError, RecursionError, TypeError):
-        text = repr(item)
-    return text[:RAW_ITEM_LIMIT]
