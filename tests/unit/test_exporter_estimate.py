@@ -17,14 +17,12 @@ from sklearn.linear_model import LinearRegression
 from mlpulse.bundle import load_bundle, read_metadata
 from mlpulse.bundle_create import create_bundle
 from mlpulse.bundle_create import to_records as table_records
-from mlpulse.exporter.config import ExporterConfig
-from mlpulse.exporter.core import Exporter
 from mlpulse.quality.estimate import ESTIMATOR_FILE, load_for_bundle
 from model_service.data import generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import samples
+from tests.unit.test_exporter import NOW, exporter_for
 
-NOW = 1_800_000_000.0
 ML = {"model": "credit-default", "version": "1.0.0"}
 
 
@@ -45,14 +43,6 @@ def events_for(model, n, seed, ts):
              "prediction": {"value": float(q), "class": "default" if q >= 0.5 else "no_default",
                             "probabilities": {"no_default": float(1 - q), "default": float(q)}}}
             for r, q in zip(records, p)], p
-
-
-def exporter_for(bundles, tmp_path, **kw):
-    (tmp_path / "events").mkdir(parents=True, exist_ok=True)
-    cfg = ExporterConfig(events=str(tmp_path / "events" / "*.jsonl"), bundles=str(bundles),
-                         checkpoint=kw.pop("checkpoint", ""), **kw)
-    cfg.validate()
-    return Exporter(cfg, clock=lambda: NOW)
 
 
 def estimated(exporter, window, prefix="mlpulse_quality_estimated"):

@@ -13,14 +13,13 @@ from sklearn.calibration import calibration_curve
 
 from mlpulse.bundle import load_bundle, read_metadata
 from mlpulse.exporter.config import ConfigError, ExporterConfig
-from mlpulse.exporter.core import Exporter
 from mlpulse.quality.realized import realized
 from mlpulse.schema import OutputSpec
 from model_service.data import generate, rows_for_model, to_records
 from model_service.train import TRUSTED_TYPES
 from tests.helpers import samples
+from tests.unit.test_exporter import NOW, exporter_for
 
-NOW = 1_800_000_000.0
 KEYS = ("default", "no_default")  # the bundle's class_keys order is sorted by the model
 
 
@@ -59,11 +58,7 @@ def feedback(i, ts, label, predicted_at, rid=None):
 
 
 def exporter(bundle_dir, tmp_path, **kw):
-    (tmp_path / "events").mkdir(parents=True, exist_ok=True)
-    cfg = ExporterConfig(events=str(tmp_path / "events" / "*.jsonl"), bundles=str(bundle_dir),
-                         checkpoint=kw.pop("checkpoint", ""), quality_windows="5m,1h", feedback_horizon="2h", **kw)
-    cfg.validate()
-    return Exporter(cfg, clock=lambda: NOW)
+    return exporter_for(bundle_dir, tmp_path, quality_windows="5m,1h", feedback_horizon="2h", **kw)
 
 
 def realized_series(exp, window):
