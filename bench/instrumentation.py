@@ -576,8 +576,7 @@ def components(args: argparse.Namespace) -> None:
                 metrics.observe_violations(c.violations)
             metrics.observe_inference(0.001, n)
             metrics.observe_predictions(proba, [t for t in texts if t is not None], result.probabilities, count=n)
-            for c in checked:
-                metrics.observe_missing(c.values)
+            metrics.observe_missing_batch([c.values for c in checked])
 
         def http_hooks() -> None:
             http._before()

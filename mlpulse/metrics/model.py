@@ -166,9 +166,8 @@ class ModelMetrics:
             self._violations[(v.feature, v.reason)].inc()
 
     def observe_missing(self, values: dict[str, Any]) -> None:
-        for feature, value in values.items():
-            if value is None:
-                self._missing[feature].inc()
+        """One record's missing values (None), per feature."""
+        self.observe_missing_batch([values])
 
     def observe_missing_batch(self, rows: Sequence[dict[str, Any]]) -> None:
         """``observe_missing`` for a batch: one increment per feature with missing values."""
