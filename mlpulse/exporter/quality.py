@@ -38,6 +38,7 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from mlpulse.events import EVENT_FEEDBACK, EVENT_SCORED
+from mlpulse.exporter.windows import version_key
 from mlpulse.schema import OutputSpec, label_key
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class Join:
                      if e[1] in index],
             "pending": [[r[0], r[1], p[0], p[1], index[p[2]]] for r, p in self.pending.items() if p[2] in index],
             "outcomes": self.outcomes, "evicted": [[k, c, n] for (k, c), n in self.evicted.items()],
-            "delays": {f"{k[0]}\x1f{k[1]}": [m.delays.tolist(), m.delay_sum, m.last_label]
+            "delays": {version_key(*k): [m.delays.tolist(), m.delay_sum, m.last_label]
                        for k, m in self.models.items()},
         }
 

@@ -11,7 +11,9 @@ a window with Chan's parallel formula, so the windowed mean and standard deviati
 
 from __future__ import annotations
 
+import base64
 import bisect
+import io
 import itertools
 import math
 from collections.abc import Sequence
@@ -228,3 +230,25 @@ class Ring:
             raise ValueError("checkpoint ring has another shape (windows, slice or reference changed)")
         for k, v in state.items():
             getattr(self, k)[...] = v
+
+
+# -- checkpoint encoding ----------------------------------------------------------------------
+# Ring state goes into the file source's JSON checkpoint as compressed npz in base64, one entry
+# per model version under ``version_key``: the drift ring, the estimate's sums, the join's delays.
+
+
+def version_key(name: str, version: str) -> str:
+    """A model version as one JSON object key (unit separator between name and version)."""
+    return f"{name}\x1f{version}"
+
+
+def arrays_to_text(arrays: dict[str, np.ndarray]) -> str:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def arrays_from_text(text: str) -> dict[str, np.ndarray]:
+    """``arrays_to_text`` read back; raises ValueError, OSError or KeyError on a damaged text."""
+    with np.load(io.BytesIO(base64.b64decode(text))) as data:
+        return {k: data[k] for k in data.files}

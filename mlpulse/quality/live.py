@@ -1,7 +1,7 @@
 """The exporter's side of the label-free estimate: per-slice sums, fed once per batch of events.
 
-``LiveEstimate.ingest`` receives the batch of decoded events the file source has just read (one
-call per batch, whatever the source's own loop looks like) and adds each model version's
+``LiveEstimate.ingest`` receives, once per batch the file source ingests (one of its batch hooks),
+the scored events its drift windows took, per model version with their timestamps, and adds each model version's
 estimator sums (``estimate.*Estimator.sums``) to time slices. The sums of a window's slices are
 the sums of its records, so ``window`` costs slices x sums and the estimate is exact whatever
 the split into slices. Slices follow the drift ring's clock (same slice length, same ids).
@@ -9,8 +9,6 @@ the split into slices. Slices follow the drift ring's clock (same slice length, 
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import math
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import CounterMetricFamily
 
+from mlpulse.exporter.windows import arrays_from_text, arrays_to_text, version_key
 from mlpulse.quality.estimate import ClassificationEstimator, RegressionEstimator
 
 log = logging.getLogger(__name__)
@@ -123,20 +122,16 @@ class LiveEstimate:
 
     def state(self) -> dict[str, str]:
         """Each version's ring as compressed npz in base64 (JSON-safe, as the drift ring is saved)."""
-        out = {}
-        for (name, version), ring in self.rings.items():
-            buf = io.BytesIO()
-            np.savez_compressed(buf, ids=ring.ids, sums=ring.sums)
-            out[f"{name}\x1f{version}"] = base64.b64encode(buf.getvalue()).decode()
-        return out
+        return {version_key(name, version): arrays_to_text({"ids": ring.ids, "sums": ring.sums})
+                for (name, version), ring in self.rings.items()}
 
     def restore(self, key: Key, blob: str | None) -> None:
         ring = self.rings.get(key)
         if ring is None or not blob:
             return
         try:
-            with np.load(io.BytesIO(base64.b64decode(blob))) as data:
-                ids, sums = data["ids"], data["sums"]
+            data = arrays_from_text(blob)
+            ids, sums = data["ids"], data["sums"]
         except (ValueError, OSError, KeyError) as e:
             log.warning("estimate sums of %s not restored: %s", key, e)
             return

@@ -9,11 +9,9 @@ the rings are checkpointed together, so a restart neither repeats nor skips an e
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import gc
-import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from mlpulse.events import EVENT_REFUSED, EVENT_SCORED
 from mlpulse.exporter.tail import EventTail
-from mlpulse.exporter.windows import Reference, Ring
+from mlpulse.exporter.windows import Reference, Ring, arrays_from_text, arrays_to_text, version_key
 from mlpulse.quality.live import LiveEstimate
 
 log = logging.getLogger(__name__)
@@ -134,11 +132,10 @@ class FileSource:
         key = (ref.name, ref.version)
         self.references[key] = ref
         self.rings[key] = ring = Ring(ref.width, self.slice_seconds, self.n_slices)
-        blob = self._saved_rings.pop(f"{ref.name}\x1f{ref.version}", None)
+        blob = self._saved_rings.pop(version_key(ref.name, ref.version), None)
         if blob is not None:
             try:
-                with np.load(io.BytesIO(base64.b64decode(blob))) as data:
-                    ring.restore({k: data[k] for k in data.files})
+                ring.restore(arrays_from_text(blob))
             except (ValueError, OSError, KeyError) as e:
                 log.warning("window counts of %s not restored: %s", key, e)
 
@@ -146,7 +143,7 @@ class FileSource:
         """Keep the label-free estimate's sums of a tracked version (None: its bundle has none)."""
         key = (ref.name, ref.version)
         self.quality.track(key, estimator)
-        self.quality.restore(key, self._saved_quality.pop(f"{ref.name}\x1f{ref.version}", None))
+        self.quality.restore(key, self._saved_quality.pop(version_key(ref.name, ref.version), None))
 
     def estimate_window(self, ref: Reference, now: float, n_slices: int, min_count: int):
         """The label-free estimate over the last ``n_slices`` slices; None when not estimated."""
@@ -231,9 +228,7 @@ class FileSource:
             return
         rings = {}
         for (name, version), ring in self.rings.items():
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **ring.state())
-            rings[f"{name}\x1f{version}"] = base64.b64encode(buf.getvalue()).decode()
+            rings[version_key(name, version)] = arrays_to_text(ring.state())
         extra = {"rings": rings, "slice": self.slice_seconds, "quality": self.quality.state()}
         if self.join is not None:
             extra["join"] = self.join.state()
