@@ -114,10 +114,10 @@ class ExporterConfig:
     # -- derived, validated values --------------------------------------------------------------
 
     def window_seconds(self) -> list[float]:
-        return sorted({parse_duration(w) for w in self.windows.split(",") if w.strip()})
+        return _durations(self.windows)
 
     def quality_window_seconds(self) -> list[float]:
-        return sorted({parse_duration(w) for w in self.quality_windows.split(",") if w.strip()})
+        return _durations(self.quality_windows)
 
     def bundle_dirs(self) -> list[Path]:
         """Each listed directory if it is a bundle, else its sub-directories that are bundles."""
@@ -304,3 +304,8 @@ def load_config(argv: list[str] | None = None, environ: dict[str, str] | None = 
     config = ExporterConfig(**{k: _coerce(k, v) for k, v in values.items()})
     config.validate()
     return config
+
+
+def _durations(text: str) -> list[float]:
+    """A comma-separated list of durations as sorted distinct seconds."""
+    return sorted({parse_duration(w) for w in text.split(",") if w.strip()})
