@@ -19,13 +19,20 @@ constraints:
 
 venv: $(VENV)/.installed
 
-# Prometheus, Alertmanager and Chromium from Debian, for the integration tests (needs root or sudo).
+# Prometheus, Alertmanager, Chromium and kubectl from Debian, for the tests (needs root or sudo).
 # Chromium opens the drift report in the tests (no console error, no request, a screenshot).
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromium >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager chromium >/dev/null; \
+	fi
+	@# kubectl renders the Kubernetes manifests offline (kubectl kustomize; docs/kubernetes.md). A kubectl
+	@# already on PATH is kept; otherwise Debian's kubernetes-client (kubectl 1.20).
+	@if ! command -v kubectl >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; \
 	fi
 
 $(BUNDLE)/metadata.json: | venv

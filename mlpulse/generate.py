@@ -8,9 +8,13 @@ Three generators, each turning the project's sources of truth into files:
   index template (``mlpulse.grafana``);
 - ``native``: Prometheus and Alertmanager configurations for a run on 127.0.0.1, derived from the
   committed ``prometheus/`` and ``alertmanager/`` (``mlpulse.prometheus.native``). They are not
-  committed: they are written to ``--native-out``, and ``--check`` only proves they still render.
+  committed: they are written to ``--native-out``, and ``--check`` only proves they still render;
+- ``kubernetes``: the generated parts of the Kustomize base (``deploy/kubernetes/base/generated/``):
+  PrometheusRule objects from the rules files, dashboard ConfigMaps, the Logstash pipeline
+  (``mlpulse.kubernetes``).
 
-``elastic`` runs before ``grafana``, which reads the template it writes. ``--check`` writes nothing
+``elastic`` runs before ``grafana``, which reads the template it writes; ``kubernetes`` runs after
+``grafana``, whose dashboards it copies. ``--check`` writes nothing
 and names every committed file that differs from what its generator writes, or that sits where a
 generator owns every file without being written by it.
 """
@@ -22,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ARTIFACTS = ("elastic", "grafana", "native")
-COMMITTED = ("elastic", "grafana")
+ARTIFACTS = ("elastic", "grafana", "native", "kubernetes")
+COMMITTED = ("elastic", "grafana", "kubernetes")
 
 # The native stack's loopback addresses (the ports docs/architecture.md lists for `make demo`).
 NATIVE_TARGETS = {"model-service": "127.0.0.1:8000", "drift-exporter": "127.0.0.1:9108",
@@ -55,6 +59,10 @@ def committed_files(name: str, root: Path, bundles: Sequence[str | Path]) -> tup
         from mlpulse.grafana.dashboards import DASHBOARDS_DIR, render_files
 
         return render_files(root), (str(DASHBOARDS_DIR / "*.json"),)
+    if name == "kubernetes":
+        from mlpulse.kubernetes.manifests import GENERATED_DIR, render_files
+
+        return render_files(root), (str(GENERATED_DIR / "*.yaml"),)
     raise ValueError(f"{name!r} is not a committed artefact; known: {COMMITTED}")
 
 
