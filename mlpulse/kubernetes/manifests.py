@@ -9,8 +9,9 @@ tests) fail while a copy differs from its source:
 - ``prometheus-rules.yaml``: one ``PrometheusRule`` per ``prometheus/rules/*.yml``, its
   ``spec.groups`` the file's ``groups`` as parsed, so a rules file added there lands here on the
   next ``mlpulse generate``;
-- ``grafana-dashboards.yaml``: one ``ConfigMap`` per ``grafana/dashboards/*.json``, labelled for
-  the Grafana chart's dashboard sidecar (``grafana_dashboard: "1"``), the JSON text unchanged;
+- ``grafana-dashboards.yaml``: one ``ConfigMap`` per dashboard of ``grafana/dashboards/``, labelled
+  for the Grafana chart's dashboard sidecar (``grafana_dashboard: "1"``), the JSON text the Grafana
+  generator writes (``mlpulse.grafana``);
 - ``logstash-pipeline.yaml``: ``logstash/config/*.yml`` and ``logstash/pipeline/*.conf`` in two
   ConfigMaps, mounted by each model service pod's Logstash sidecar.
 """
@@ -79,14 +80,19 @@ def prometheus_rules(root: Path) -> list[dict[str, Any]]:
 
 
 def dashboard_configmaps(root: Path) -> list[dict[str, Any]]:
+    """The dashboards the Grafana generator writes (not whatever else sits in their folder), as
+    it writes them: the same text as the committed files whenever those are up to date."""
+    from mlpulse.grafana.dashboards import render_files as render_dashboards
+
+    dashboards = sorted((Path(rel), text) for rel, text in render_dashboards(root).items())
     return [{
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"mlpulse-dashboard-{object_name(path.stem)}",
+        "metadata": {"name": f"mlpulse-dashboard-{object_name(rel.stem)}",
                      "labels": {**PART_OF, **DASHBOARD_LABEL},
-                     "annotations": {"mlpulse/source": str(DASHBOARDS_DIR / path.name)}},
-        "data": {path.name: path.read_text(encoding="utf-8")},
-    } for path in sorted((root / DASHBOARDS_DIR).glob("*.json"))]
+                     "annotations": {"mlpulse/source": str(rel)}},
+        "data": {rel.name: text},
+    } for rel, text in dashboards]
 
 
 def logstash_configmaps(root: Path) -> list[dict[str, Any]]:
@@ -104,7 +110,7 @@ def render_files(root: Path = Path(".")) -> dict[str, str]:
     """Path (relative to ``root``) -> content of every generated manifest."""
     parts = {
         "prometheus-rules.yaml": (prometheus_rules(root), f"{RULES_DIR}/*.yml"),
-        "grafana-dashboards.yaml": (dashboard_configmaps(root), f"{DASHBOARDS_DIR}/*.json"),
+        "grafana-dashboards.yaml": (dashboard_configmaps(root), f"{DASHBOARDS_DIR} (mlpulse generate grafana)"),
         "logstash-pipeline.yaml": (logstash_configmaps(root), f"{LOGSTASH_DIR}/config, {LOGSTASH_DIR}/pipeline"),
     }
     return {str(GENERATED_DIR / name): HEADER.format(source=source) + dump_all(objects)

@@ -60,7 +60,7 @@ def test_check_names_every_stale_file_and_generate_repairs_it(project, bundle_di
     assert "model-and-data.json" not in err  # unchanged sources, unchanged dashboard
 
     capsys.readouterr()
-    assert generate(*b, "grafana", "elastic") == 0
+    assert generate(*b, "grafana", "elastic", "kubernetes") == 0
     assert "warning: grafana/dashboards/hand-made.json: not written" in capsys.readouterr().err
     assert generate(*b, "--check") == 1  # the hand-made file is never deleted for the user
     (project / "grafana" / "dashboards" / "hand-made.json").unlink()
