@@ -74,7 +74,9 @@ MIN_REPLICAS = 2  # per model: a rolling restart never leaves a model unserved
 ES_RATIO = (0.7, 1.2)  # on-disk bytes per raw JSON byte, primary copy: an estimate (docs/scaling.md)
 ES_REPLICAS = 1
 PROM_RAM_BUDGET = 16 * 2**30  # bytes of RAM one Prometheus is planned with
+PROM_RAM_HEADROOM = 2.0  # the bench measures a fresh head; queries, compaction and churn come on top
 PROM_CORE_BUDGET = 4.0  # cores one Prometheus is planned with
+PROM_BYTES_PER_SAMPLE = 2.0  # on disk, compressed: the upper end of Prometheus's documented 1-2 bytes
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def capacity_row(inp: Inputs, models: int, rps: float) -> dict[str, float]:
         "models": models, "rps": rps, "replicas": replicas, "workers": workers,
         "service_series": service_series, "exporter_series": exporter_series, "series": series,
         "samples_per_s": samples, "prometheus_ram_bytes": prom_ram, "prometheus_cores": prom_cores,
-        "prometheus_shards": max(math.ceil(prom_ram / PROM_RAM_BUDGET), math.ceil(prom_cores / PROM_CORE_BUDGET), 1),
+        "prometheus_disk_bytes_per_day": samples * PROM_BYTES_PER_SAMPLE * 86_400,
+        "prometheus_shards": max(math.ceil(prom_ram * PROM_RAM_HEADROOM / PROM_RAM_BUDGET), math.ceil(prom_cores / PROM_CORE_BUDGET), 1),
         "events_per_s": events, "event_bytes_per_day": event_bytes_day,
         "es_bytes_per_day_low": event_bytes_day * ES_RATIO[0] * (1 + ES_REPLICAS),
         "es_bytes_per_day_high": event_bytes_day * ES_RATIO[1] * (1 + ES_REPLICAS),
@@ -511,6 +514,22 @@ def per_slot_window(families: dict[str, list[dict[str, str]]]) -> dict[str, floa
     return out
 
 
+def reference_layout(bundle: Path) -> dict[str, Any]:
+    """The bundle's features and bins, as the exporter lays them out (``Reference``): what the
+    series and the bin counters scale with."""
+    from mlpulse.bundle import load_reference
+    from mlpulse.exporter.windows import Reference
+
+    meta, schema, output, profile = load_reference(str(bundle))
+    ref = Reference(meta["name"], meta["version"], schema, output, profile)
+    features = [ref.slots[name] for name in schema.names]
+    return {"features": len(features), "numeric": sum(s.kind == "numeric" for s in features),
+            "categorical": sum(s.kind == "categorical" for s in features),
+            "feature_bins": sum(s.nbins for s in features),
+            "slots": len(ref.slots), "counters_per_slice": ref.width,
+            "classes": len(output.classes or ())}
+
+
 def per_worker(families: dict[str, list[dict[str, str]]]) -> int:
     return sum(len(v) for v in families.values() if any("pid" in labels for labels in v))
 
@@ -551,7 +570,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     exporter["series_per_model"] = sum(len(v) for v in fams.values() if any("model" in labels for labels in v))
     exporter["series_fixed"] = exporter["series"] - exporter["series_per_model"]
     exporter["per_slot_window"] = per_slot_window(fams)
-    result.update(service=service, exporter=exporter, elasticsearch_source=es, prometheus=prom)
+    result.update(service=service, exporter=exporter, elasticsearch_source=es, prometheus=prom,
+                  reference=reference_layout(bundle))
     plain = service["plain"]
     if "cpu_per_ksamples" in prom:
         inputs = Inputs(
@@ -587,11 +607,16 @@ def report(r: dict[str, Any]) -> None:
             print(f"   {dims:<22}{n:>7}")
     for name, f in r["service"]["plain"]["split"].items():
         print(f"   {name:<48}{f['series']:>6}  {'x'.join(f'{d}={n}' for d, n in f['distinct'].items())}")
+    if "reference" in r:
+        x = r["reference"]
+        print(f"\nBundle: {x['features']} features ({x['numeric']} numeric, {x['categorical']} categorical), "
+              f"{x['feature_bins']} bins over the features, {x['classes']} classes, {x['slots']} exporter slots, "
+              f"{x['counters_per_slice']} counters per slice")
     e = r["exporter"]
     print(f"\nExporter series: {e['series']} ({e['series_per_model']} per model version, {e['series_fixed']} per process)")
     for dims, n in e["by_dims"].items():
         print(f"   {dims:<22}{n:>7}")
-    for kind, x in e["per_slot_window"].items():
+    for kind, x in e.get("per_slot_window", {}).items():
         print(f"   {kind} slots: {x['slots']}, {x['series_per_slot_window']:.0f} series per slot and window")
     for name, f in e["split"].items():
         print(f"   {name:<48}{f['series']:>6}  {'x'.join(f'{d}={n}' for d, n in f['distinct'].items())}")
@@ -643,12 +668,41 @@ def print_table(table: Iterable[dict[str, float]]) -> None:
               f"{_b(row['event_bytes_per_day']):>12}{es:>24}{row['exporter_cores']:>11.2f}{row['exporters']:>10}")
 
 
+def markdown_table(table: Iterable[dict[str, float]]) -> str:
+    """The table of docs/scaling.md, from a run's rows."""
+    head = ("| models | requests/s | replicas (workers) | series | samples/s | Prometheus RAM | Prometheus cores "
+            "| Prometheus disk/day | event bytes/day | ES storage/day (estimate) | exporter cores (processes) "
+            "| ES searches/s |")
+    lines = [head, "|" + "---:|" * head.count(" | ") + "---:|"]
+    for r in table:
+        lines.append(
+            f"| {r['models']} | {r['rps']:,.0f} | {r['replicas']} ({r['workers']}) | {r['series']:,.0f} "
+            f"| {r['samples_per_s']:,.0f} | {_b(r['prometheus_ram_bytes'])} | {r['prometheus_cores']:.2f} "
+            f"| {_b(r.get('prometheus_disk_bytes_per_day', float('nan')))} | {_b(r['event_bytes_per_day'])} "
+            f"| {_b(r['es_bytes_per_day_low'])} to {_b(r['es_bytes_per_day_high'])} "
+            f"| {r['exporter_cores']:.2f} ({r['exporters']}) | {r['es_searches_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter phases, two Prometheus sizes (~1.5 min)")
     ap.add_argument("--bundle", default=str(BUNDLE))
     ap.add_argument("--json", metavar="FILE", default=str(JSON_OUT), help=f"every figure as JSON (default {JSON_OUT})")
+    ap.add_argument("--from-json", metavar="FILE", help="print a saved run again, and the table as Markdown; "
+                    "the table is recomputed from the saved inputs, so a change of the model's decisions shows")
+    ap.add_argument("--worker-rps", type=float, help="with --from-json: the table with this many single-record "
+                    "requests/s per worker instead of the measured one (e.g. make bench-serving's, on a quiet machine)")
     args = ap.parse_args(argv)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        if "inputs" in result:
+            if args.worker_rps:
+                result["inputs"]["worker_rps"] = args.worker_rps
+            result["table"] = capacity_table(Inputs(**result["inputs"]))
+        report(result)
+        print("\n" + markdown_table(result.get("table", [])))
+        return 0
     started = time.perf_counter()
     result = run(args)
     result["wall_seconds"] = time.perf_counter() - started

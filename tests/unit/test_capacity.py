@@ -7,8 +7,18 @@ import math
 
 import pytest
 
-from bench.capacity import ES_RATIO, MIN_REPLICAS, UTILISATION, Inputs, by_dims, capacity_row, capacity_table, \
-    families_of, slope, split_series
+from bench.capacity import (
+    ES_RATIO,
+    MIN_REPLICAS,
+    UTILISATION,
+    Inputs,
+    by_dims,
+    capacity_row,
+    capacity_table,
+    families_of,
+    slope,
+    split_series,
+)
 
 INPUTS = Inputs(service_series_fixed=500, service_series_per_worker=4, exporter_series_fixed=40,
                 exporter_series_per_model=700, bytes_per_event=700, worker_rps=100, exporter_cpu_per_kevents=0.03,
@@ -27,6 +37,7 @@ def test_one_model_at_low_rate_gets_the_minimum_replicas():
     assert row["samples_per_s"] == pytest.approx(row["series"] / 15)
     assert row["prometheus_ram_bytes"] == pytest.approx(row["series"] * 3000)
     assert row["prometheus_cores"] == pytest.approx(row["samples_per_s"] / 1000 * 0.005)
+    assert row["prometheus_disk_bytes_per_day"] == pytest.approx(row["samples_per_s"] * 2 * 86_400)
     assert row["event_bytes_per_day"] == pytest.approx(100 * 700 * 86_400)
     assert row["es_bytes_per_day_low"] == pytest.approx(row["event_bytes_per_day"] * ES_RATIO[0] * 2)
     assert row["es_bytes_per_day_high"] == pytest.approx(row["event_bytes_per_day"] * ES_RATIO[1] * 2)
