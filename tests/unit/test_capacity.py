@@ -10,6 +10,7 @@ import pytest
 from bench.capacity import (
     ES_RATIO,
     MIN_REPLICAS,
+    PROM_RAM_HEADROOM,
     UTILISATION,
     Inputs,
     by_dims,
@@ -58,7 +59,7 @@ def test_high_rate_scales_workers_with_the_planned_utilisation():
 
 def test_prometheus_shards_follow_the_larger_of_ram_and_cpu():
     big = capacity_row(Inputs(**{**INPUTS.__dict__, "prom_bytes_per_series": 1e6}), 100, 10_000)
-    assert big["prometheus_shards"] == math.ceil(big["prometheus_ram_bytes"] / (16 * 2**30))
+    assert big["prometheus_shards"] == math.ceil(big["prometheus_ram_bytes"] * PROM_RAM_HEADROOM / (16 * 2**30))
     assert capacity_row(INPUTS, 1, 100)["prometheus_shards"] == 1
 
 
