@@ -586,6 +586,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             prom_bytes_per_series=prom["bytes_per_series_rss"], prom_cpu_per_ksamples=prom["cpu_per_ksamples_mean"])
         result["inputs"] = inputs.__dict__
         result["table"] = capacity_table(inputs)
+        if "bins" in service:  # the same model with the service's bin counters switched on
+            bins = service["bins"]
+            result["inputs_bins"] = {**inputs.__dict__, "service_series_per_worker": bins["series_per_worker"],
+                                     "service_series_fixed": bins["series"] - WORKERS * bins["series_per_worker"]}
+            result["table_bins"] = capacity_table(Inputs(**result["inputs_bins"]))
     report(result)
     return result
 
@@ -655,6 +660,9 @@ def report(r: dict[str, Any]) -> None:
         print(f"\nPrometheus: {p.get('skipped')}")
     if "table" in r:
         print_table(r["table"])
+    if "table_bins" in r:
+        print(f"\nWith the service's bin counters ({BIN_SWITCH}=1):")
+        print_table(r["table_bins"])
 
 
 def print_table(table: Iterable[dict[str, float]]) -> None:
@@ -700,8 +708,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.worker_rps:
                 result["inputs"]["worker_rps"] = args.worker_rps
             result["table"] = capacity_table(Inputs(**result["inputs"]))
+            if "inputs_bins" in result:
+                if args.worker_rps:
+                    result["inputs_bins"]["worker_rps"] = args.worker_rps
+                result["table_bins"] = capacity_table(Inputs(**result["inputs_bins"]))
         report(result)
         print("\n" + markdown_table(result.get("table", [])))
+        if "table_bins" in result:
+            print(f"\nWith {BIN_SWITCH}=1:\n" + markdown_table(result["table_bins"]))
         return 0
     started = time.perf_counter()
     result = run(args)

@@ -17,6 +17,7 @@ from bench.capacity import (
     capacity_row,
     capacity_table,
     families_of,
+    per_slot_window,
     slope,
     split_series,
 )
@@ -95,3 +96,17 @@ m_up 1
     assert split["m_h"]["series"] == 4 and split["m_h"]["distinct"] == {"le": 2}
     assert split["m_up"]["dims"] == [] and split["m_up"]["cells"] == 1
     assert by_dims(split) == {"feature+window": 4, "fixed": 1, "le": 4}
+
+
+def test_exporter_series_per_slot_and_window_by_kind():
+    fams = {
+        "mlpulse_drift_out_of_range_ratio": [{"feature": "x", "window": w} for w in ("5m", "1h")],
+        "mlpulse_drift_unseen_ratio": [{"feature": "c", "window": w} for w in ("5m", "1h")],
+        "mlpulse_drift_score": [{"feature": f, "window": w, "statistic": s}
+                                for f, stats in (("x", ("psi", "ks")), ("c", ("psi",))) for w in ("5m", "1h")
+                                for s in stats],
+        "mlpulse_window_predictions": [{"window": "5m"}, {"window": "1h"}],
+    }
+    got = per_slot_window(fams)
+    assert got["numeric"] == {"slots": 1, "series_per_slot_window": 3.0}  # out-of-range + 2 scores
+    assert got["categorical"] == {"slots": 1, "series_per_slot_window": 2.0}  # unseen + 1 score
