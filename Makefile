@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
 SCHEDULE ?= demo
 
-.PHONY: constraints venv bundle demo test lint generate bench bench-serving bench-drift bench-quality clean system-deps
+.PHONY: constraints venv bundle demo test lint generate bench bench-serving bench-drift bench-quality bench-capacity clean system-deps
 
 # constraints.txt pins every package the tests ran with (regenerate: make constraints).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -61,6 +61,11 @@ bench: venv bundle
 # The request path beside the previous service (a temporary git worktree), under gunicorn.
 bench-serving: venv
 	$(PY) -m bench.serving
+
+# The capacity model's inputs (docs/scaling.md): the service, the exporter and Prometheus measured
+# as real processes in one run (about 4 minutes); every figure in var/bench/capacity.json.
+bench-capacity: venv bundle system-deps
+	$(PY) -m bench.capacity --json var/bench/capacity.json
 
 # Evidently pins its own numpy/pandas/scipy ranges, so it lives in a separate venv and never
 # changes what the tests run against.
