@@ -115,8 +115,9 @@ def exporter_series(schema: FeatureSchema, output: OutputSpec, profile: Mapping[
     return n + 1  # mlpulse_exporter_reference_info
 
 
-def check_labels(name: Any, version: Any, schema: FeatureSchema, output: OutputSpec, budget: Budget) -> None:
-    """Name, version, feature names and class texts usable as label values; classes within budget."""
+def check_labels(name: Any, version: Any, schema: FeatureSchema, output: OutputSpec, budget: Budget | None) -> None:
+    """Name, version, feature names and class texts usable as label values; classes within
+    ``budget`` (None: any number, as ``mlpulse bundle create`` checks: the budget is the operator's)."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise BudgetError("name", f"model name {str(name)[:80]!r} is not 1-64 of A-Z a-z 0-9 . _ - "
                                   "(starting with a letter or digit)")
@@ -128,7 +129,7 @@ def check_labels(name: Any, version: Any, schema: FeatureSchema, output: OutputS
             if not text or len(text) > MAX_LABEL_TEXT or _CONTROL.search(text):
                 raise BudgetError("label", f"{kind} {text[:80]!r} is not a usable label value (1 to "
                                            f"{MAX_LABEL_TEXT} characters, no control character)")
-    if len(output.classes) > budget.max_classes:
+    if budget is not None and len(output.classes) > budget.max_classes:
         raise BudgetError("classes", f"{len(output.classes)} classes, over the budget of {budget.max_classes} "
                                      "class label values per model version")
 
