@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                                             len(exporters[sizes[0]].config.quality_window_seconds()))
         print(json.dumps(machine(["numpy", "prometheus-client"])))
         print(f"{args.events} scored events per version, windows 5m,1h,24h on 10 s slices, {args.rounds} rounds")
-        print("versions | evaluate median s | per version ms | ratio to N=%d (rounds min..max) | memory MiB | "
-              "per version MiB | series | bound per version" % sizes[0])
+        print(f"versions | evaluate median s | per version ms | ratio to N={sizes[0]} (rounds min..max) | "
+              "memory MiB | per version MiB | series | bound per version")
         for n in sizes:
             exp = exporters[n]
             text = generate_latest(exp.registry()).decode()
