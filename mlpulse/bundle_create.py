@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mlpulse import cardinality
 from mlpulse.bundle import load_bundle, save_bundle
 from mlpulse.predictor import Predictions, Predictor, model_input, python_scalar
 from mlpulse.profile import build_profile
@@ -411,6 +412,10 @@ def create_bundle(
         raise BundleCreateError(f"{out} exists: choose another directory or replace it (--force)")
     plan, records = plan_bundle(model, data, target, max_categories=max_categories, schema_file=schema_file,
                                 classes=classes, positive_class=positive_class, trust=trust)
+    try:  # they become metric labels on the service and the exporter, which would refuse the bundle
+        cardinality.check_labels(name or out.name, version, plan.schema, plan.output, None)
+    except cardinality.BudgetError as e:
+        raise BundleCreateError(str(e)) from None
     if holdout is None:
         rng = np.random.default_rng(seed)
         n = len(records)

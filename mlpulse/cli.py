@@ -56,7 +56,7 @@ def _bundle(argv: list[str]) -> int:
     c.add_argument("--name", help="model name (default: the --out directory's name)")
     c.add_argument("--version", default="1", help="model version (default 1)")
     c.add_argument("--holdout", help="a separate holdout table with the same columns (default: a seeded "
-                   f"{DEFAULT_HOLDOUT_FRACTION:.0%} of --data)")
+                   f"{DEFAULT_HOLDOUT_FRACTION * 100:.0f}%% of --data)")  # %% : argparse formats help with %
     c.add_argument("--seed", type=int, default=0, help="seed of the holdout draw (default 0)")
     c.add_argument("--max-categories", type=int, default=DEFAULT_MAX_CATEGORIES,
                    help=f"categories kept per text column (default {DEFAULT_MAX_CATEGORIES})")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpulse import drift
+from mlpulse.cardinality import Budget
 from mlpulse.durations import format_duration, parse_duration
 
 ENV_PREFIX = "MLPULSE_EXPORTER_"
@@ -66,6 +67,10 @@ class ExporterConfig:
     feedback_horizon: str = "30d"
     feedback_max_predictions: int = 200_000
     feedback_max_pending: int = 50_000
+    # Label budgets per model version (mlpulse.cardinality, docs/cardinality.md).
+    max_series_per_version: int = 10_000
+    max_classes: int = 100
+    max_versions_per_model: int = 3
 
     HELP = {
         "events": "glob of the prediction event files to tail",
@@ -109,6 +114,11 @@ class ExporterConfig:
         "(counted)",
         "feedback_max_pending": "labels held until their prediction is read, at most; beyond it the oldest are "
         "dropped (counted)",
+        "max_series_per_version": "a bundle whose version would have more exporter series than this is refused "
+        "(counted, reason series)",
+        "max_classes": "a bundle with more classes than this is refused (counted, reason classes)",
+        "max_versions_per_model": "versions of one model kept live; beyond it the least recently trained are "
+        "retired (their series dropped)",
     }
 
     # -- derived, validated values --------------------------------------------------------------
@@ -128,9 +138,13 @@ class ExporterConfig:
             p = Path(item)
             if (p / "metadata.json").is_file():
                 out.append(p)
-            elif p.is_dir():
-                out.extend(sorted(d for d in p.iterdir() if (d / "metadata.json").is_file()))
+            elif p.is_dir():  # a hidden directory is a bundle being copied in, renamed when complete
+                out.extend(sorted(d for d in p.iterdir()
+                                  if not d.name.startswith(".") and (d / "metadata.json").is_file()))
         return out
+
+    def budget(self) -> Budget:
+        return Budget(max_series=self.max_series_per_version, max_classes=self.max_classes)
 
     def elasticsearch_credentials(self) -> tuple[str, str]:
         """(username, password) for basic authentication; ("", "") without a username."""
@@ -175,6 +189,8 @@ class ExporterConfig:
             raise ConfigError(f"start must be end or beginning, not {self.start!r}")
         if self.min_count < 1:
             raise ConfigError("min_count must be at least 1")
+        if min(self.max_series_per_version, self.max_classes, self.max_versions_per_model) < 1:
+            raise ConfigError("max_series_per_version, max_classes and max_versions_per_model must be at least 1")
         if not 0 < self.alpha <= 1:
             raise ConfigError("alpha must be in (0, 1]")
         if not 0 < self.port < 65536:

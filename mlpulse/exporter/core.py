@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from mlpulse import drift
+from mlpulse import cardinality, drift
 from mlpulse.bundle import BundleError, load_reference
 from mlpulse.durations import format_duration, parse_duration
 from mlpulse.exporter.config import ExporterConfig
@@ -39,7 +39,7 @@ class Health:
     evaluations: int = 0
     evaluation_seconds: float = 0.0
     last_evaluation: float = 0.0
-    bundle_errors: int = 0
+    bundle_errors: dict[str, int] = field(default_factory=dict)  # by reason (mlpulse.cardinality.REFUSALS)
 
 
 class Exporter:
@@ -50,6 +50,9 @@ class Exporter:
         self.slice_seconds = parse_duration(config.slice)
         self.n_slices = int(round(max(self.windows) / self.slice_seconds)) + 1
         self.references: dict[Key, Reference] = {}
+        self.trained_at: dict[Key, str] = {}
+        self.retired: set[Key] = set()  # versions over max_versions_per_model, not loaded again
+        self.budget = config.budget()
         self.estimate_reference: dict[Key, list[dict]] = {}  # the estimate on each bundle's holdout
         self._said_no_estimate = False
         self.health = Health()
@@ -61,33 +64,84 @@ class Exporter:
                              parse_duration(config.feedback_horizon), config.feedback_max_predictions,
                              config.feedback_max_pending)
         self.load_bundles(strict=True)
+        if not self.references:
+            raise BundleError(f"no bundle in {config.bundles!r} fits its label budget (see the log)")
         if self.join is not None:
             self.source.attach_join(self.join)
 
     # -- references ---------------------------------------------------------------------------
 
     def load_bundles(self, strict: bool = False) -> None:
-        """Load every bundle not yet known. At start-up (strict) a bad bundle stops the exporter;
-        later, a bad new bundle is logged and counted and the others keep working."""
+        """Load every bundle not yet known. At start-up (strict) a bundle that does not load stops
+        the exporter; later, it is logged and counted and the others keep working. A bundle over its
+        label budget (``mlpulse.cardinality``) is refused and counted at any time, never fatal: one
+        model's bundle must not stop the monitoring of the others. Each model keeps at most
+        ``max_versions_per_model`` versions live, the most recently trained."""
+        found: dict[Key, tuple] = {}
         for path in self.config.bundle_dirs():
             try:
                 metadata, schema, output, profile = load_reference(path, pinned=self.config.bundle_digests or None)
+                cardinality.check(metadata, schema, output, profile, self.budget, self.series_bound(
+                    schema, output, profile), "exporter")
             except BundleError:
                 if strict:
                     raise
-                self.health.bundle_errors += 1
+                self._refused("invalid")
                 log.exception("cannot load bundle %s", path)
                 continue
-            key = (metadata["name"], metadata["version"])
-            if key in self.references:
+            except cardinality.BudgetError as e:
+                self._refused(e.reason)
+                log.error("bundle %s refused (%s): %s", path, e.reason, e)
                 continue
+            key = (metadata["name"], metadata["version"])
+            if key not in self.references and key not in self.retired and key not in found:
+                found[key] = (path, metadata, schema, output, profile)
+        self._retire_over_budget(found)
+        for key, (path, metadata, schema, output, profile) in found.items():
             ref = Reference(key[0], key[1], schema, output, profile)
             self.references[key] = ref
+            self.trained_at[key] = str(metadata.get("trained_at", ""))
             self.source.track(ref)
             self._track_estimate(path, metadata, ref)
             if self.join is not None:
                 self.join.track(key[0], key[1], output, metadata)
             log.info("reference loaded for %s %s from %s", key[0], key[1], path)
+
+    def series_bound(self, schema, output, profile) -> int:
+        """The most series this exporter serves for a version with this bundle (its windows)."""
+        return cardinality.exporter_series(schema, output, profile, len(self.windows),
+                                           len(self.config.quality_window_seconds()) if self.join else 0)
+
+    def _refused(self, reason: str) -> None:
+        self.health.bundle_errors[reason] = self.health.bundle_errors.get(reason, 0) + 1
+
+    def _retire_over_budget(self, found: dict[Key, tuple]) -> None:
+        """Keep the ``max_versions_per_model`` most recently trained versions of each model (by
+        ``trained_at``, then version text); the others are retired: a new bundle among them is not
+        loaded, a loaded one stops being tracked and its series disappear at the next evaluation.
+        A retired version is not loaded again until a restart; its events count as unknown_model."""
+        trained = dict(self.trained_at)
+        trained.update({k: str(v[1].get("trained_at", "")) for k, v in found.items()})
+        by_model: dict[str, list[Key]] = {}
+        for key in trained:
+            by_model.setdefault(key[0], []).append(key)
+        for keys in by_model.values():
+            keys.sort(key=lambda k: (trained[k], k[1]), reverse=True)
+            for key in keys[self.config.max_versions_per_model:]:
+                self.retired.add(key)
+                found.pop(key, None)
+                if key in self.references:
+                    self._untrack(key)
+                log.warning("model %s version %s retired: over max_versions_per_model=%d", key[0], key[1],
+                            self.config.max_versions_per_model)
+
+    def _untrack(self, key: Key) -> None:
+        ref = self.references.pop(key)
+        self.trained_at.pop(key, None)
+        self.estimate_reference.pop(key, None)
+        self.source.untrack(ref)
+        if self.join is not None:
+            self.join.untrack(*key)
 
     def _track_estimate(self, path, metadata: dict, ref: Reference) -> None:
         """Hand the bundle's label-free estimator to the source, where it supports one (the file
@@ -101,7 +155,7 @@ class Exporter:
         try:
             estimator = load_for_bundle(path, metadata, ref.schema)
         except EstimatorError as e:  # the drift of this version is still monitored
-            self.health.bundle_errors += 1
+            self._refused("invalid")
             log.error("label-free estimate of %s %s disabled: %s", ref.name, ref.version, e)
             estimator = None
         if estimator is not None:
@@ -220,8 +274,14 @@ class Exporter:
         if self.join is not None:
             yield from self.join.collect()
         yield from self.source.collect()
-        yield CounterMetricFamily("mlpulse_exporter_bundle_errors", "Bundles found after start-up that could not "
-                                  "be loaded", value=h.bundle_errors)
+        errors = CounterMetricFamily("mlpulse_exporter_bundle_errors", "Bundles that could not be loaded (after "
+                                     "start-up) or were refused over their label budget, by reason",
+                                     labels=["reason"])
+        for reason in cardinality.REFUSALS:
+            errors.add_metric([reason], h.bundle_errors.get(reason, 0))
+        yield errors
+        yield GaugeMetricFamily("mlpulse_exporter_versions_retired", "Model versions not served because their model "
+                                "has more than max_versions_per_model newer ones", value=len(self.retired))
         newest = self.source.newest_event
         if newest:
             yield GaugeMetricFamily("mlpulse_exporter_newest_event_timestamp_seconds",

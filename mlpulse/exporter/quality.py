@@ -109,6 +109,14 @@ class Join:
                      name, version)
         self.models[(name, version)] = _Model(output, baseline if isinstance(baseline, list) else None)
 
+    def untrack(self, name: str, version: str) -> None:
+        """A retired version: its model, held predictions and pending labels go."""
+        key = (name, version)
+        self.models.pop(key, None)
+        for table, at in ((self.held, 1), (self.pending, 2)):
+            for rec in [r for r, entry in table.items() if entry[at] == key]:
+                del table[rec]
+
     # -- ingestion ----------------------------------------------------------------------------
 
     def ingest(self, events: list[dict[str, Any]], timestamp, stamps: Sequence[float | None] | None = None) -> None:

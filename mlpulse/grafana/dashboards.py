@@ -67,7 +67,7 @@ RATE = "$__rate_interval"  # every rate() and increase() window (tests/contract/
 DEFAULT_WINDOW = "1h"
 # Model-level series carry model and version; HTTP and process series carry the instance, which
 # the instance variable derives from the model's info series.
-MV = 'model="$model", version=~"$version"'
+MV = 'model=~"$model", version=~"$version"'
 INST = 'instance=~"$instance"'
 
 # Colour steps below the drift threshold: "moderate" from this fraction of it. For the default
@@ -469,9 +469,10 @@ def custom_variable(name: str, label: str, values: Sequence[str], default: str, 
 def prometheus_variables() -> list[Json]:
     return [
         datasource_variable("datasource", "prometheus", "Prometheus", PROMETHEUS_UID, PROMETHEUS_NAME),
-        query_variable("model", "Model", "label_values(mlpulse_model_info, model)",
-                       description="Model name, from the service's mlpulse_model_info"),
-        query_variable("version", "Version", 'label_values(mlpulse_model_info{model="$model"}, version)', multi=True,
+        query_variable("model", "Model", "label_values(mlpulse_model_info, model)", multi=True,
+                       description="Model names, from the service's mlpulse_model_info (several, or All: every "
+                       "series is grouped by model)"),
+        query_variable("version", "Version", 'label_values(mlpulse_model_info{model=~"$model"}, version)', multi=True,
                        description="Model versions served (several during a rollout)"),
     ]
 
@@ -483,12 +484,12 @@ def deployment_annotation() -> Json:
         "name": "Model version deployed", "datasource": PROM, "enable": True, "hide": False,
         "iconColor": "purple", "step": "1m",
         "expr": _dedent("""
-            max by (model, version) (mlpulse_model_info{model="$model"})
+            max by (model, version) (mlpulse_model_info{model=~"$model"})
             unless on (model, version)
-            max by (model, version) (max_over_time(mlpulse_model_info{model="$model"}[1h] offset 5m))
+            max by (model, version) (max_over_time(mlpulse_model_info{model=~"$model"}[1h] offset 5m))
         """),
-        "titleFormat": "{{model}} {{version}} deployed",
-        "textFormat": "Version {{version}} is served and was not in the hour before",
+        "titleFormat": "{{model}} {{model}} {{version}} deployed",
+        "textFormat": "Version {{model}} {{version}} is served and was not in the hour before",
         "tagKeys": "model,version", "useValueForTime": False,
     }
 
@@ -546,7 +547,8 @@ def service_operations(src: Sources) -> Json:
     g.add(timeseries(
         "Requests refused as a whole, by reason", "Prediction requests refused before any record was scored "
         "(malformed JSON, wrong content type, too large, empty batch, invalid records), per second.", "reqps",
-        [prom(f"sum by (reason) (rate(mlpulse_request_errors_total{{{MV}, {INST}}}[{RATE}]))", "{{reason}}")]), w=8)
+        [prom(f"sum by (model, reason) (rate(mlpulse_request_errors_total{{{MV}, {INST}}}[{RATE}]))",
+               "{{model}} {{reason}}")]), w=8)
     g.add(timeseries(
         "5xx ratio by route", "Share of answers with a 5xx status, per route. Lines: the HighErrorRatio alert "
         "thresholds (warning, critical; the alert uses a 5 minute window and a minimum traffic).", "percentunit",
@@ -594,18 +596,18 @@ def service_operations(src: Sources) -> Json:
     g.add(timeseries(
         "Inference latency per batch", "Time in the model's predict_proba per scored batch, p50 / p95 / p99 "
         "per version. Line: the InferenceLatencyHigh threshold (p95).", "s",
-        [prom(f"histogram_quantile({q}, sum by (le, version) "
+        [prom(f"histogram_quantile({q}, sum by (le, model, version) "
               f"(rate(mlpulse_inference_duration_seconds_bucket{{{MV}, {INST}}}[{RATE}])))",
-              f"p{int(q * 100)} {{{{version}}}}") for q in (0.5, 0.95, 0.99)],
+              f"p{int(q * 100)} {{{{model}} {{version}}}}") for q in (0.5, 0.95, 0.99)],
         thresholds=upper(t("inference_p95_seconds"))), w=8)
     g.add(timeseries(
         "Batch size", "Records per scored batch: mean and p95 per version (histogram buckets 1 .. 1000).", "short",
         [prom(f"""
-            sum by (version) (rate(mlpulse_batch_size_sum{{{MV}, {INST}}}[{RATE}]))
-            / sum by (version) (rate(mlpulse_batch_size_count{{{MV}, {INST}}}[{RATE}]))
-         """, "mean {{version}}"),
-         prom(f"histogram_quantile(0.95, sum by (le, version) "
-              f"(rate(mlpulse_batch_size_bucket{{{MV}, {INST}}}[{RATE}])))", "p95 {{version}}")]), w=8)
+            sum by (model, version) (rate(mlpulse_batch_size_sum{{{MV}, {INST}}}[{RATE}]))
+            / sum by (model, version) (rate(mlpulse_batch_size_count{{{MV}, {INST}}}[{RATE}]))
+         """, "mean {{model}} {{version}}"),
+         prom(f"histogram_quantile(0.95, sum by (le, model, version) "
+              f"(rate(mlpulse_batch_size_bucket{{{MV}, {INST}}}[{RATE}])))", "p95 {{model}} {{version}}")]), w=8)
 
     g.row("Workers")
     g.add(timeseries(
@@ -643,8 +645,8 @@ def service_operations(src: Sources) -> Json:
     g.add(timeseries(
         "Event log write errors", "Prediction events the service could not write (disk full, permissions) per "
         "interval: the request is answered, but the exporter and Elasticsearch never see the record.", "short",
-        [prom(f"sum by (instance) (increase(mlpulse_event_write_errors_total{{{MV}, {INST}}}[{RATE}]))",
-              "{{instance}}")]), w=8, h=6)
+        [prom(f"sum by (model, instance) (increase(mlpulse_event_write_errors_total{{{MV}, {INST}}}[{RATE}]))",
+              "{{model}} {{instance}}")]), w=8, h=6)
     g.add(timeseries(
         "Drift exporter lag", "Age of the newest event the exporter has read. It also grows while no traffic "
         "arrives. Line: the DriftExporterLagging threshold.", "s",
@@ -673,7 +675,7 @@ def service_operations(src: Sources) -> Json:
 
     variables = [*prometheus_variables(),
                  query_variable("instance", "Instance",
-                                'label_values(mlpulse_model_info{model="$model", version=~"$version"}, instance)',
+                                'label_values(mlpulse_model_info{model=~"$model", version=~"$version"}, instance)',
                                 multi=True, description="Service instances serving the selected model versions")]
     return dashboard("mlpulse-service-ops", "mlpulse / Service operations",
                      "Traffic, errors, latency and resources of the model service, and the health of scraping "
@@ -692,76 +694,76 @@ def model_and_data(src: Sources) -> Json:
     g.row("Model")
     g.add(stat(
         "Served versions", "Model versions the service serves now (mlpulse_model_info).", "none",
-        [prom('max by (version) (mlpulse_model_info{model="$model"})', "{{version}}", instant=True)],
+        [prom('max by (model, version) (mlpulse_model_info{model=~"$model"})', "{{model}} {{version}}", instant=True)],
         text_mode="name", color_mode="none"), w=6, h=5)
     g.add(stat(
         "Model age", "Time since the served version was trained. Red from the ModelStale threshold.",
         "dtdurations",
-        [prom(f"time() - max by (version) (mlpulse_model_trained_timestamp_seconds{{{MV}}})", "{{version}}",
+        [prom(f"time() - max by (model, version) (mlpulse_model_trained_timestamp_seconds{{{MV}}})", "{{model}} {{version}}",
               instant=True)],
         thresholds=upper(t("model_max_age_seconds"))), w=6, h=5)
     g.add(stat(
         "Since last load", "Time since a worker last loaded the bundle (a restart or a deployment).",
         "dtdurations",
-        [prom(f"time() - max by (version) (mlpulse_model_loaded_timestamp_seconds{{{MV}}})", "{{version}}",
+        [prom(f"time() - max by (model, version) (mlpulse_model_loaded_timestamp_seconds{{{MV}}})", "{{model}} {{version}}",
               instant=True)]), w=6, h=5)
     g.add(stat(
         "Libraries differing from training", "Tracked libraries (python, scikit-learn, numpy, scipy, pandas, "
         "skops) whose serving version differs from the training version; any is a DependencyMismatch.", "short",
-        [prom(f"sum by (version) (max by (version, library) (mlpulse_model_dependency_mismatch{{{MV}}}))",
-              "{{version}}", instant=True)],
+        [prom(f"sum by (model, version) (max by (model, version, library) (mlpulse_model_dependency_mismatch{{{MV}}}))",
+              "{{model}} {{version}}", instant=True)],
         thresholds=steps((GREEN, None), (RED, 1))), w=6, h=5)
     g.add(timeseries(
         "Records scored and refused", "Records received in prediction requests per second, by outcome and "
         "version: scored, or refused by the validation policy.", "recps",
-        [prom(f"sum by (version, outcome) (rate(mlpulse_records_total{{{MV}}}[{RATE}]))",
-              "{{outcome}} {{version}}")]), w=24, h=6)
+        [prom(f"sum by (model, version, outcome) (rate(mlpulse_records_total{{{MV}}}[{RATE}]))",
+              "{{outcome}} {{model}} {{version}}")]), w=24, h=6)
 
     g.row("Predictions")
     g.add(timeseries(
         "Prediction over the window (exporter)", "Exact mean, standard deviation, minimum and maximum of the "
         "score (probability of the positive class) over the drift exporter's sliding window $window.",
         "percentunit",
-        [prom(f"max by (version, statistic) (mlpulse_window_prediction{{{win}}})", "{{statistic}} {{version}}")]))
+        [prom(f"max by (model, version, statistic) (mlpulse_window_prediction{{{win}}})", "{{statistic}} {{model}} {{version}}")]))
     g.add(timeseries(
         "Prediction mean and std (service)", "Mean and population standard deviation of the score over each "
         "interval, from the service's histogram sum, count and sum of squares.", "percentunit",
         [prom(f"""
-            sum by (version) (rate(mlpulse_prediction_sum{{{MV}}}[{RATE}]))
-            / sum by (version) (rate(mlpulse_prediction_count{{{MV}}}[{RATE}]))
-         """, "mean {{version}}"),
+            sum by (model, version) (rate(mlpulse_prediction_sum{{{MV}}}[{RATE}]))
+            / sum by (model, version) (rate(mlpulse_prediction_count{{{MV}}}[{RATE}]))
+         """, "mean {{model}} {{version}}"),
          prom(f"""
             sqrt(clamp_min(
-                sum by (version) (rate(mlpulse_prediction_squares_total{{{MV}}}[{RATE}]))
-                / sum by (version) (rate(mlpulse_prediction_count{{{MV}}}[{RATE}]))
+                sum by (model, version) (rate(mlpulse_prediction_squares_total{{{MV}}}[{RATE}]))
+                / sum by (model, version) (rate(mlpulse_prediction_count{{{MV}}}[{RATE}]))
               - (
-                  sum by (version) (rate(mlpulse_prediction_sum{{{MV}}}[{RATE}]))
-                  / sum by (version) (rate(mlpulse_prediction_count{{{MV}}}[{RATE}]))
+                  sum by (model, version) (rate(mlpulse_prediction_sum{{{MV}}}[{RATE}]))
+                  / sum by (model, version) (rate(mlpulse_prediction_count{{{MV}}}[{RATE}]))
                 ) ^ 2,
               0))
-         """, "std {{version}}")]))
+         """, "std {{model}} {{version}}")]))
     g.add(timeseries(
         "Prediction quantiles (service)", "5th, 50th and 95th percentile of the score, interpolated in the "
         "histogram whose buckets are the training reference's quantile edges.", "percentunit",
-        [prom(f"histogram_quantile({q}, sum by (le, version) (rate(mlpulse_prediction_bucket{{{MV}}}[{RATE}])))",
-              f"p{int(q * 100)} {{{{version}}}}") for q in (0.05, 0.5, 0.95)]))
+        [prom(f"histogram_quantile({q}, sum by (le, model, version) (rate(mlpulse_prediction_bucket{{{MV}}}[{RATE}])))",
+              f"p{int(q * 100)} {{{{model}} {{version}}}}") for q in (0.05, 0.5, 0.95)]))
     g.add(heatmap(
         "Prediction distribution", "Scored records per score bucket and interval. Buckets are the training "
         "reference's quantile edges, so a stable model fills the rows evenly.",
-        prom(f"sum by (le) (increase(mlpulse_prediction_bucket{{{MV}}}[{RATE}]))", "{{le}}", fmt="heatmap"),
+        prom(f"sum by (model, le) (increase(mlpulse_prediction_bucket{{{MV}}}[{RATE}]))", "{{le}}", fmt="heatmap"),
         y_unit="percentunit", cell_unit="short"))
     g.add(timeseries(
         "Predicted class shares", "Share of scored records per predicted class and version (the decision "
         "threshold of the bundle applied to the score).", "percentunit",
         [prom(f"""
-            sum by (version, class) (rate(mlpulse_predicted_class_total{{{MV}}}[{RATE}]))
-            / on (version) group_left ()
-            sum by (version) (rate(mlpulse_predicted_class_total{{{MV}}}[{RATE}]))
-         """, "{{class}} {{version}}")], stacking="normal", max_value=1))
+            sum by (model, version, class) (rate(mlpulse_predicted_class_total{{{MV}}}[{RATE}]))
+            / on (model, version) group_left ()
+            sum by (model, version) (rate(mlpulse_predicted_class_total{{{MV}}}[{RATE}]))
+         """, "{{class}} {{model}} {{version}}")], stacking="normal", max_value=1))
     g.add(timeseries(
         "Non-finite predictions", "Predictions that were NaN or infinite per interval (not in the histogram); "
         "any feeds the NonFinitePredictions alert.", "short",
-        [prom(f"sum by (version) (increase(mlpulse_prediction_nonfinite_total{{{MV}}}[{RATE}]))", "{{version}}")]))
+        [prom(f"sum by (model, version) (increase(mlpulse_prediction_nonfinite_total{{{MV}}}[{RATE}]))", "{{model}} {{version}}")]))
 
     g.row("Drift against the training reference")
     stat_name = rule.statistic
@@ -771,41 +773,41 @@ def model_and_data(src: Sources) -> Json:
         f"{rule.threshold:g}), whether the exporter flags it (effect size and drift test), the corrected "
         "two-sample chi-square and KS p-values (the drift test combines them; KS for numbers only), the JS "
         "distance, and the data-quality ratios coloured by their alert thresholds. _prediction and _predicted_class are the model's outputs.",
-        [Column(stat_name, f'max by (version, feature) (mlpulse_drift_score{{{win}, statistic="{stat_name}"}})',
+        [Column(stat_name, f'max by (model, version, feature) (mlpulse_drift_score{{{win}, statistic="{stat_name}"}})',
                 "none", drift_steps, decimals=3),
-         Column("drifted", f"max by (version, feature) (mlpulse_drift_detected{{{win}}})", "none",
+         Column("drifted", f"max by (model, version, feature) (mlpulse_drift_detected{{{win}}})", "none",
                 steps((GREEN, None), (RED, 1)), value_map({"0": ("no", GREEN), "1": ("drifted", RED)})),
          Column("p (chi², adjusted)",
-                f'max by (version, feature) (mlpulse_drift_pvalue_adjusted{{{win}, test="chi2"}})', "sci"),
+                f'max by (model, version, feature) (mlpulse_drift_pvalue_adjusted{{{win}, test="chi2"}})', "sci"),
          Column("p (KS, adjusted)",
-                f'max by (version, feature) (mlpulse_drift_pvalue_adjusted{{{win}, test="ks"}})', "sci"),
-         Column("JS distance", f'max by (version, feature) (mlpulse_drift_score{{{win}, statistic="js_distance"}})',
+                f'max by (model, version, feature) (mlpulse_drift_pvalue_adjusted{{{win}, test="ks"}})', "sci"),
+         Column("JS distance", f'max by (model, version, feature) (mlpulse_drift_score{{{win}, statistic="js_distance"}})',
                 "none", decimals=3),
-         Column("missing", f"max by (version, feature) (mlpulse_drift_missing_ratio{{{win}}})", "percentunit",
+         Column("missing", f"max by (model, version, feature) (mlpulse_drift_missing_ratio{{{win}}})", "percentunit",
                 upper(t("missing_ratio")), decimals=1),
-         Column("out of range", f"max by (version, feature) (mlpulse_drift_out_of_range_ratio{{{win}}})",
+         Column("out of range", f"max by (model, version, feature) (mlpulse_drift_out_of_range_ratio{{{win}}})",
                 "percentunit", upper(t("out_of_range_ratio")), decimals=1),
-         Column("unseen", f"max by (version, feature) (mlpulse_drift_unseen_ratio{{{win}}})", "percentunit",
+         Column("unseen", f"max by (model, version, feature) (mlpulse_drift_unseen_ratio{{{win}}})", "percentunit",
                 upper(t("unseen_ratio")), decimals=1),
-         Column("values", f"max by (version, feature) (mlpulse_drift_window_values{{{win}}})", "short")],
+         Column("values", f"max by (model, version, feature) (mlpulse_drift_window_values{{{win}}})", "short")],
         ["version", "feature"], sort_by=stat_name), w=24, h=12)
     g.add(timeseries(
         f"Drift score ({stat_name}) per feature", f"The exporter's decision statistic {stat_name} per feature "
         "over the window $window. Lines: moderate and the drift threshold (a drift also needs the corrected "
         "p-value below alpha).", "none",
-        [prom(f'max by (version, feature) (mlpulse_drift_score{{{win}, statistic="{stat_name}", feature=~"$feature"}})',
-              "{{feature}} {{version}}")], thresholds=drift_steps, decimals=3), w=12, h=9)
+        [prom(f'max by (model, version, feature) (mlpulse_drift_score{{{win}, statistic="{stat_name}", feature=~"$feature"}})',
+              "{{feature}} {{model}} {{version}}")], thresholds=drift_steps, decimals=3), w=12, h=9)
     g.add(timeseries(
         "Drift share", "Share of the evaluated input features the exporter flags as drifted over $window. "
         "Lines: the DriftShareHigh warning and critical thresholds.", "percentunit",
-        [prom(f"max by (version) (mlpulse_drift_share{{{win}}})", "{{version}}")],
+        [prom(f"max by (model, version) (mlpulse_drift_share{{{win}}})", "{{model}} {{version}}")],
         thresholds=upper(t("drift_share_warning"), t("drift_share_critical")), max_value=1), w=6, h=9)
     g.add(stat(
         "Drifted / evaluated inputs", "Input features flagged as drifted, and input features with enough values "
         "in the window $window to be evaluated.", "short",
-        [prom(f'sum by (version) (mlpulse_drift_detected{{{win}, feature!~"_prediction|_predicted_class"}})',
-              "drifted {{version}}", instant=True),
-         prom(f"max by (version) (mlpulse_drift_features_evaluated{{{win}}})", "evaluated {{version}}",
+        [prom(f'sum by (model, version) (mlpulse_drift_detected{{{win}, feature!~"_prediction|_predicted_class"}})',
+              "drifted {{model}} {{version}}", instant=True),
+         prom(f"max by (model, version) (mlpulse_drift_features_evaluated{{{win}}})", "evaluated {{model}} {{version}}",
               instant=True)]), w=6, h=9)
 
     estimated_quality_section(g, src, win)
@@ -815,41 +817,41 @@ def model_and_data(src: Sources) -> Json:
         "Missing values per scored record", "Null or absent values of each nullable feature per scored record "
         "(service counters). Line: the MissingValuesSpike threshold.", "percentunit",
         [prom(f"""
-            sum by (version, feature) (rate(mlpulse_input_missing_total{{{MV}, feature=~"$feature"}}[{RATE}]))
-            / on (version) group_left ()
-            sum by (version) (rate(mlpulse_records_total{{{MV}, outcome="scored"}}[{RATE}]))
-         """, "{{feature}} {{version}}")], thresholds=upper(t("missing_ratio")), max_value=1))
+            sum by (model, version, feature) (rate(mlpulse_input_missing_total{{{MV}, feature=~"$feature"}}[{RATE}]))
+            / on (model, version) group_left ()
+            sum by (model, version) (rate(mlpulse_records_total{{{MV}, outcome="scored"}}[{RATE}]))
+         """, "{{feature}} {{model}} {{version}}")], thresholds=upper(t("missing_ratio")), max_value=1))
     g.add(timeseries(
         "Out-of-range share per feature ($window)", "Share of each numeric feature's live values below the "
         "training minimum or above its maximum over $window (exporter). Line: the FeatureOutOfRange threshold.",
         "percentunit",
-        [prom(f'max by (version, feature) (mlpulse_drift_out_of_range_ratio{{{win}, feature=~"$feature"}})',
-              "{{feature}} {{version}}")], thresholds=upper(t("out_of_range_ratio")), max_value=1))
+        [prom(f'max by (model, version, feature) (mlpulse_drift_out_of_range_ratio{{{win}, feature=~"$feature"}})',
+              "{{feature}} {{model}} {{version}}")], thresholds=upper(t("out_of_range_ratio")), max_value=1))
     g.add(timeseries(
         "Unseen-category share per feature ($window)", "Share of each categorical feature's live values in "
         "categories training never saw, over $window (exporter). Line: the UnseenCategories threshold.",
         "percentunit",
-        [prom(f'max by (version, feature) (mlpulse_drift_unseen_ratio{{{win}, feature=~"$feature"}})',
-              "{{feature}} {{version}}")], thresholds=upper(t("unseen_ratio")), max_value=1))
+        [prom(f'max by (model, version, feature) (mlpulse_drift_unseen_ratio{{{win}, feature=~"$feature"}})',
+              "{{feature}} {{model}} {{version}}")], thresholds=upper(t("unseen_ratio")), max_value=1))
     violations = f"mlpulse_input_violations_total{{{MV}}}"
-    records = f"sum by (version) (rate(mlpulse_records_total{{{MV}}}[{RATE}]))"
+    records = f"sum by (model, version) (rate(mlpulse_records_total{{{MV}}}[{RATE}]))"
     g.add(timeseries(
         "Input violations by reason, per record", "Violations per record received (scored or refused), by "
         "reason. Line: the InputViolationsSpike threshold, which applies to each feature and refusal reason.",
         "percentunit",
         [prom(f"""
-            sum by (version, reason) (rate({violations}[{RATE}]))
-            / on (version) group_left ()
+            sum by (model, version, reason) (rate({violations}[{RATE}]))
+            / on (model, version) group_left ()
             {records}
-         """, "{{reason}} {{version}}")], thresholds=upper(t("violation_ratio"))))
+         """, "{{reason}} {{model}} {{version}}")], thresholds=upper(t("violation_ratio"))))
     g.add(timeseries(
         "Input violations by feature, per record", "Violations per record received, by feature (_unknown: a "
         "field the schema does not know). Line: the InputViolationsSpike threshold.", "percentunit",
         [prom(f"""
-            sum by (version, feature) (rate({violations}[{RATE}]))
-            / on (version) group_left ()
+            sum by (model, version, feature) (rate({violations}[{RATE}]))
+            / on (model, version) group_left ()
             {records}
-         """, "{{feature}} {{version}}")], thresholds=upper(t("violation_ratio"))))
+         """, "{{feature}} {{model}} {{version}}")], thresholds=upper(t("violation_ratio"))))
 
     realized_quality_rows(g, src)
 
@@ -859,11 +861,11 @@ def model_and_data(src: Sources) -> Json:
 
     variables = [
         *prometheus_variables(),
-        query_variable("window", "Window", 'label_values(mlpulse_drift_share{model="$model"}, window)',
+        query_variable("window", "Window", 'label_values(mlpulse_drift_share{model=~"$model"}, window)',
                        default=DEFAULT_WINDOW,
                        description=f"Sliding window of the drift exporter; {DEFAULT_WINDOW} is the one the alerts read"),
         query_variable("feature", "Feature",
-                       'label_values(mlpulse_drift_window_values{model="$model", version=~"$version"}, feature)',
+                       'label_values(mlpulse_drift_window_values{model=~"$model", version=~"$version"}, feature)',
                        multi=True, description="Input features, and the outputs _prediction and _predicted_class"),
     ]
     return dashboard("mlpulse-model-data", "mlpulse / Model and data",
@@ -883,11 +885,11 @@ def estimated_quality_section(g: Grid, src: Sources, win: str) -> None:
         "RMSE (regressors, lower is better). EstimatedQualityDropping fires when even the better end of the 1h "
         f"band is more than {src.t('estimated_quality_shortfall'):.0%} worse than on the holdout. Concept drift "
         "(the truth changing, inputs not) does not show here: only labels reveal it.", "none",
-        [prom(f"max by (version, metric) (mlpulse_quality_estimated{{{whole}}})", "{{metric}} {{version}}"),
-         prom(f"max by (version, metric) (mlpulse_quality_estimated_lower{{{whole}}})",
-              "lower {{metric}} {{version}}"),
-         prom(f"max by (version, metric) (mlpulse_quality_estimated_upper{{{whole}}})",
-              "upper {{metric}} {{version}}")], decimals=3, min_value=None)
+        [prom(f"max by (model, version, metric) (mlpulse_quality_estimated{{{whole}}})", "{{metric}} {{model}} {{version}}"),
+         prom(f"max by (model, version, metric) (mlpulse_quality_estimated_lower{{{whole}}})",
+              "lower {{metric}} {{model}} {{version}}"),
+         prom(f"max by (model, version, metric) (mlpulse_quality_estimated_upper{{{whole}}})",
+              "upper {{metric}} {{model}} {{version}}")], decimals=3, min_value=None)
     band["fieldConfig"]["overrides"] = [
         {"matcher": {"id": "byRegexp", "options": "^(lower|upper) .*"},
          "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 4]}},
@@ -898,26 +900,26 @@ def estimated_quality_section(g: Grid, src: Sources, win: str) -> None:
         "at the better end of its band, relative, per whole-model metric (negative: no worse). Line: the "
         "EstimatedQualityDropping threshold; above it, drift alerts of the version page by severity.",
         "percentunit",
-        [prom(f"max by (version, metric) (model_version_metric:mlpulse_quality_estimate_shortfall:1h{{{MV}}})",
-              "{{metric}} {{version}}")], thresholds=upper(src.t("estimated_quality_shortfall")), min_value=None),
+        [prom(f"max by (model, version, metric) (model_version_metric:mlpulse_quality_estimate_shortfall:1h{{{MV}}})",
+              "{{metric}} {{model}} {{version}}")], thresholds=upper(src.t("estimated_quality_shortfall")), min_value=None),
         w=8, h=9)
     g.add(stat(
         "Drift impact (1h)", "The impact every drift alert of the version carries: none (the 1h estimate holds: "
         "drift alerts go to the informational receiver), degraded (EstimatedQualityDropping: drift alerts page by "
         "severity), unknown (no estimate: too few records, or a bundle or source without one).", "none",
-        [prom(f"max by (version, impact) (model_version:mlpulse_quality_impact:1h{{{MV}}})",
-              "{{impact}} {{version}}", instant=True)], text_mode="name", color_mode="none"), w=4, h=9)
+        [prom(f"max by (model, version, impact) (model_version:mlpulse_quality_impact:1h{{{MV}}})",
+              "{{impact}} {{model}} {{version}}", instant=True)], text_mode="name", color_mode="none"), w=4, h=9)
     g.add(instant_table(
         "Estimated quality by metric and class ($window)", "Every estimated metric over $window: the estimate, "
         "its 95 % band, and the same estimate on the bundle's holdout (what the alert compares with). "
         "Precision, recall and F1 are per class; the band adds sampling and calibration uncertainty.",
-        [Column("estimate", f"max by (version, metric, class) (mlpulse_quality_estimated{{{win}}})", "none",
+        [Column("estimate", f"max by (model, version, metric, class) (mlpulse_quality_estimated{{{win}}})", "none",
                 decimals=3),
-         Column("lower", f"max by (version, metric, class) (mlpulse_quality_estimated_lower{{{win}}})", "none",
+         Column("lower", f"max by (model, version, metric, class) (mlpulse_quality_estimated_lower{{{win}}})", "none",
                 decimals=3),
-         Column("upper", f"max by (version, metric, class) (mlpulse_quality_estimated_upper{{{win}}})", "none",
+         Column("upper", f"max by (model, version, metric, class) (mlpulse_quality_estimated_upper{{{win}}})", "none",
                 decimals=3),
-         Column("holdout", f"max by (version, metric, class) (mlpulse_quality_estimated_reference{{{MV}}})",
+         Column("holdout", f"max by (model, version, metric, class) (mlpulse_quality_estimated_reference{{{MV}}})",
                 "none", decimals=3)],
         ["version", "metric", "class"], sort_by="estimate"), w=24, h=9)
 
@@ -934,31 +936,31 @@ def realized_quality_rows(g: Grid, src: Sources) -> None:
             "exporter's min_labels), against the holdout baseline of the bundle; the alert line is the baseline "
             f"moved by the ModelQualityBelowBaseline margin ({margin:g}, relative; the alert reads the 1h window).",
             unit,
-            [prom(f'max by (version, metric) (mlpulse_quality_realized{{{win}, class="", metric=~"{metrics}"}})',
-                  "{{metric}} {{version}}"),
-             prom(f'max by (version, metric) (mlpulse_quality_baseline{{{MV}, class="", metric=~"{metrics}"}})',
-                  "baseline {{metric}} {{version}}"),
-             prom(f'max by (version, metric) (mlpulse_quality_baseline{{{MV}, class="", metric=~"{metrics}"}}) '
-                  f"* {1 + sense * margin:g}", "alert line {{metric}} {{version}}")],
+            [prom(f'max by (model, version, metric) (mlpulse_quality_realized{{{win}, class="", metric=~"{metrics}"}})',
+                  "{{metric}} {{model}} {{version}}"),
+             prom(f'max by (model, version, metric) (mlpulse_quality_baseline{{{MV}, class="", metric=~"{metrics}"}})',
+                  "baseline {{metric}} {{model}} {{version}}"),
+             prom(f'max by (model, version, metric) (mlpulse_quality_baseline{{{MV}, class="", metric=~"{metrics}"}}) '
+                  f"* {1 + sense * margin:g}", "alert line {{metric}} {{model}} {{version}}")],
             decimals=3, min_value=None), w=12, h=8)
     g.add(timeseries(
         "Labelled share ($window)", "Share of the predictions made in the window $window that have received a "
         "label so far (the exporter's join). Late labels make it grow with the window.", "percentunit",
-        [prom(f"max by (version) (mlpulse_quality_labelled_ratio{{{win}}})", "{{version}}")], max_value=1),
+        [prom(f"max by (model, version) (mlpulse_quality_labelled_ratio{{{win}}})", "{{model}} {{version}}")], max_value=1),
         w=8, h=8)
     g.add(stat(
         "Labelled predictions ($window)", "Predictions made in the window $window that have a label: realized "
         "quality needs the exporter's min_labels of them.", "short",
-        [prom(f"max by (version) (mlpulse_quality_labelled{{{win}}})", "{{version}}", instant=True)]), w=4, h=8)
+        [prom(f"max by (model, version) (mlpulse_quality_labelled{{{win}}})", "{{model}} {{version}}", instant=True)]), w=4, h=8)
     g.add(timeseries(
         "Label delay", "Median and 90th percentile of the time from a prediction to its first label, over the "
         "labels joined in each interval (the exporter's histogram).", "s",
-        [prom(f"histogram_quantile({q}, sum by (le, version) (rate(mlpulse_label_delay_seconds_bucket{{{MV}}}"
-              f"[{RATE}])))", f"p{int(q * 100)} {{{{version}}}}") for q in (0.5, 0.9)]), w=16, h=8)
+        [prom(f"histogram_quantile({q}, sum by (le, model, version) (rate(mlpulse_label_delay_seconds_bucket{{{MV}}}"
+              f"[{RATE}])))", f"p{int(q * 100)} {{{{model}} {{version}}}}") for q in (0.5, 0.9)]), w=16, h=8)
     g.add(stat(
         "Since the newest label", "Time since the newest label joined to a prediction was given. Red from the "
         "LabelsNotArriving threshold.", "dtdurations",
-        [prom(f"time() - max by (version) (mlpulse_label_last_timestamp_seconds{{{MV}}} > 0)", "{{version}}",
+        [prom(f"time() - max by (model, version) (mlpulse_label_last_timestamp_seconds{{{MV}}} > 0)", "{{model}} {{version}}",
               instant=True)], thresholds=upper(src.t("label_silence_seconds"))), w=8, h=8)
 
 
@@ -977,7 +979,7 @@ def input_logs(src: Sources) -> Json:
     g.add(timeseries(
         "Records received (metrics)", "The same traffic as seen by Prometheus: records per second by outcome, "
         "to compare with the events indexed (a gap means Logstash or Elasticsearch lags).", "recps",
-        [prom(f"sum by (outcome) (rate(mlpulse_records_total{{{MV}}}[{RATE}]))", "{{outcome}}")]), w=12)
+        [prom(f"sum by (model, outcome) (rate(mlpulse_records_total{{{MV}}}[{RATE}]))", "{{model}} {{outcome}}")]), w=12)
     g.add(es_table(
         "Recent events", "The latest events, newest first: search a request_id from an alert or a response "
         "header in the query bar of Explore for the whole request.",

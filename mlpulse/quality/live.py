@@ -57,6 +57,10 @@ class LiveEstimate:
         self.estimators[key] = estimator
         self.rings[key] = SumRing(estimator.width, self.slice_seconds, self.n_slices)
 
+    def untrack(self, key: Key) -> None:
+        self.estimators.pop(key, None)
+        self.rings.pop(key, None)
+
     def ingest(self, scored: dict[Key, Any]) -> None:
         """The one hook per batch (``FileSource.batch_hooks``): per model version, the scored events
         the drift windows took, with their timestamps (``files.ScoredEvents``), so the estimate

@@ -28,6 +28,7 @@ from flask import Flask, Response, g, request
 from threadpoolctl import threadpool_limits
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from mlpulse import cardinality
 from mlpulse.bundle import Bundle, library_versions, load_bundle
 from mlpulse.durations import parse_duration
 from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog, EventWriteError, raw_text
@@ -98,6 +99,9 @@ class ServiceConfig:
     # POST /v1/feedback. Predictions older than the horizon can no longer be labelled.
     feedback_ledger: str = ""
     feedback_horizon: str = "90d"
+    # Label budget of the bundle (mlpulse.cardinality, docs/cardinality.md): one over it is refused.
+    max_series: int = 10_000
+    max_classes: int = 100
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -117,6 +121,8 @@ class ServiceConfig:
             bundle_digest=_env_or_file("MLPULSE_BUNDLE_DIGEST"),
             feedback_ledger=os.environ.get("MLPULSE_FEEDBACK_LEDGER", cls.feedback_ledger),
             feedback_horizon=os.environ.get("MLPULSE_FEEDBACK_HORIZON", cls.feedback_horizon),
+            max_series=int(os.environ.get("MLPULSE_MAX_SERIES_PER_VERSION", cls.max_series)),
+            max_classes=int(os.environ.get("MLPULSE_MAX_CLASSES", cls.max_classes)),
         )
         c.check()
         return c
@@ -414,6 +420,12 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
     # (scikit-learn's) arrives with the model. Several OpenMP threads per worker on shared cores
     # made single predictions take seconds (docs/architecture.md, "One OpenMP thread per worker").
     threadpool_limits(limits=int(os.environ.get("MODEL_OMP_THREADS", "1")), user_api="openmp")
+    # The label budget, before any metric exists: a bundle with thousands of features or classes
+    # must not explode the service's series (the exporter refuses the same bundle for the same reason).
+    cardinality.check_service(bundle.metadata, bundle.schema, bundle.output, bundle.profile,
+                              cardinality.Budget(max_series=config.max_series, max_classes=config.max_classes),
+                              REQUEST_ERROR_REASONS,
+                              FEEDBACK_REFUSE_REASONS if monitored and config.feedback_ledger != "off" else None)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False

@@ -663,3 +663,35 @@ def test_every_query_returns_series_on_a_live_stack(bundle_dir, tmp_path):
                         failures.append(f"{name} {where}: no series\n{final}")
             assert not failures, f"{len(failures)} of {ran} queries failed:\n\n" + "\n\n".join(failures)
             assert ran > 60
+
+
+# Series without model and version labels: HTTP, per-worker process and the exporter's own health.
+UNLABELLED = re.compile(r"^mlpulse_(http_|process_|exporter_(?!reference_info))")
+
+
+def test_every_model_query_filters_and_groups_by_model():
+    """Several models at once: model and version are multi-value variables with All, and every
+    panel query on a model's series selects the chosen models and keeps them apart, so nothing
+    adds one model's series to another's."""
+    for name, d in committed().items():
+        v = variables(d)
+        for var in ("model", "version"):
+            assert v[var]["multi"] and v[var]["includeAll"], (name, var)
+            assert v[var]["current"]["value"] == ["$__all"], (name, var)
+        assert '{model=~"$model"}' in v["version"]["definition"], name
+    checked = 0
+    for dashboard, title, expr in all_exprs():
+        metrics = set(re.findall(r"\b(mlpulse_[a-z_:]+)", expr))
+        model_metrics = {m for m in metrics if not UNLABELLED.match(m)}
+        if not model_metrics:
+            continue
+        checked += 1
+        assert 'model="$model"' not in expr, (dashboard, title, "use =~ for a multi-value variable")
+        for selector in re.findall(r"(mlpulse_[a-z_:]+)\{([^}]*)\}", expr):
+            if not UNLABELLED.match(selector[0]):
+                assert 'model=~"$model"' in selector[1], (dashboard, title, selector)
+        for grouping in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+            assert "model" in [g.strip() for g in grouping.split(",")], (dashboard, title, grouping)
+        assert not re.search(r"\b(?:sum|max|min|avg|count|stddev)\s*\(", expr), (
+            dashboard, title, "an aggregation without by (model, ...)")
+    assert checked > 30

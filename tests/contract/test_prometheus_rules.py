@@ -490,3 +490,41 @@ def test_rules_evaluate_on_the_live_stack(bundle_dir, tmp_path):
         # The Prometheus metrics the rules read exist in this version.
         own = exposed_names(requests.get(f"{prom}/metrics", auth=auth, timeout=5).text)
         assert {m for m in MONITORING_METRICS if m.startswith("prometheus_")} <= own
+
+
+# Rules about a whole service instance or the exporter itself, not about one model: they may group
+# by job and instance, or test "any traffic at all" across models.
+PER_PROCESS_RULES = {
+    "ModelServiceDown": "the instance is down, whichever models it served",
+    "TrafficStopped": "the instance takes no traffic at all",
+    "NoPredictions": "per model version, joined to its instance's HTTP traffic",
+    "ModelVersionChanged": "per model: which version it serves changed",
+    "DriftExporterLagging": "the exporter behind while any model scores",
+    "DriftExporterNotReading": "the exporter reads nothing while any model scores",
+}
+UNLABELLED_METRIC = re.compile(r"^mlpulse_(http_|process_|threshold:|exporter_(?!reference_info))")
+
+
+def test_model_rules_keep_models_and_versions_apart():
+    """Many models behind one set of rules: every rule on model-labelled series keeps ``model`` and
+    ``version`` in each aggregation and join (a join ``on ()`` reads a threshold, which has no
+    labels), so no alert adds or compares one model's series with another's."""
+    checked = 0
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                name, expr = rule.get("alert") or rule.get("record"), rule["expr"]
+                metrics = {m for m in re.findall(r"\b(mlpulse_[a-z_:]+|model_[a-z_]+:[a-z_:0-9]+)", expr)
+                           if not UNLABELLED_METRIC.match(m)}
+                if not metrics or name in PER_PROCESS_RULES:
+                    continue
+                checked += 1
+                assert not re.search(r"\b(?:sum|max|min|avg|count|stddev|topk|bottomk)\s*\(", expr), (
+                    path.name, name, "an aggregation without by (model, version, ...)")
+                for kind, clause in re.findall(r"\b(by|on|without|ignoring)\s*\(([^)]*)\)", expr):
+                    labels = {x.strip() for x in clause.split(",") if x.strip()}
+                    if kind in ("without", "ignoring"):
+                        assert not labels & {"model", "version"}, (path.name, name, kind, clause)
+                    else:
+                        assert not labels or {"model", "version"} <= labels, (path.name, name, clause)
+    assert checked > 20

@@ -28,6 +28,9 @@ class Source(Protocol):
     def track(self, ref: Reference) -> None:
         """A model version's reference became known: keep its windows from now on."""
 
+    def untrack(self, ref: Reference) -> None:
+        """A model version was retired: forget its windows (its series go at the next evaluation)."""
+
     def poll(self) -> int:
         """Take in what arrived since the last call; returns the events read (0 for a source that
         is asked at evaluation)."""

@@ -352,6 +352,9 @@ class ElasticsearchSource:
     def track(self, ref: Reference) -> None:
         pass  # every window is a fresh search: nothing to keep per model version
 
+    def untrack(self, ref: Reference) -> None:
+        pass
+
     def poll(self) -> int:
         return 0  # Elasticsearch is searched at evaluation
 

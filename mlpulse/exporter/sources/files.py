@@ -139,6 +139,12 @@ class FileSource:
             except (ValueError, OSError, KeyError) as e:
                 log.warning("window counts of %s not restored: %s", key, e)
 
+    def untrack(self, ref: Reference) -> None:
+        key = (ref.name, ref.version)
+        self.references.pop(key, None)
+        self.rings.pop(key, None)
+        self.quality.untrack(key)
+
     def track_estimate(self, ref: Reference, estimator) -> None:
         """Keep the label-free estimate's sums of a tracked version (None: its bundle has none)."""
         key = (ref.name, ref.version)
