@@ -38,6 +38,9 @@ REFERENCE = "mlpulse_reference_bin_ratio"
 REF = "model_version_feature_bin:mlpulse_reference_bin_ratio:max"
 REF_SMOOTHED = "model_version_feature_bin:mlpulse_reference_bin_ratio:smoothed"
 BINS = "model_version_feature:mlpulse_reference_bins:count"
+# The two effect sizes these rules compute, under the exporter's statistic labels.
+PSI = drift.METHODS["psi"].statistic
+JS = drift.METHODS["js"].statistic
 MVF = "model, version, feature"
 MVFB = "model, version, feature, bin"
 
@@ -69,7 +72,7 @@ def rules(windows: Sequence[str] | None = None, *, min_count: int = drift.DEFAUL
     group run in order, so each reads what the ones before it recorded at the same instant)."""
     windows = list(windows or default_windows())
     chosen = drift.METHODS[method]
-    if chosen.statistic not in ("psi", "js_distance"):
+    if chosen.statistic not in (PSI, JS):
         raise ValueError(f"method {method!r}: only psi and js are computed by the Prometheus rules")
     limit = chosen.threshold if threshold is None else threshold
     inv_ln2 = repr(2.0 * math.log(2.0))
@@ -109,7 +112,7 @@ sum by ({MVFB}) (
             _rule(n["ratio"], f'{n["count"]}{{bin!="{MISSING_BIN}"}} / on ({MVF}) group_left () {scored}'),
             _rule(n["smoothed"], f'({n["ratio"]} + {eps!r}) / on ({MVF}) group_left () ({BINS} * {eps!r} + 1)'),
             _rule("mlpulse_drift_score", f'sum by ({MVF}) (({n["smoothed"]} - {REF_SMOOTHED}) '
-                  f'* ln({n["smoothed"]} / {REF_SMOOTHED}))', {**lab, "statistic": "psi"}),
+                  f'* ln({n["smoothed"]} / {REF_SMOOTHED}))', {**lab, "statistic": PSI}),
             _rule(n["mixture"], f'({REF} + {n["ratio"]}) / 2'),
             # rel_entr: x ln(x / m), 0 where x = 0 (those bins are left out of the sum).
             _rule("mlpulse_drift_score", f"""
@@ -124,7 +127,7 @@ sqrt(
       {inv_ln2},
     0, 1
   )
-)""", {**lab, "statistic": "js_distance"}),
+)""", {**lab, "statistic": JS}),
             _rule("mlpulse_drift_out_of_range_ratio", f"""
 sum by ({MVF}) ({n["ratio"]} and on ({MVFB}) {REFERENCE}{{region="{REGION_OUTSIDE}"}})""", lab),
             _rule("mlpulse_drift_unseen_ratio", f"""
@@ -248,8 +251,8 @@ def tests(min_count: int = drift.DEFAULT_MIN_COUNT, eps: float = drift.PSI_EPS) 
         want = {**_TEST_MODEL, "feature": feature, **lab}
         f = f'feature="{feature}", {sel}'
         cases += [
-            _close(f'mlpulse_drift_score{{{f}, statistic="psi"}}', e.psi, {**want, "statistic": "psi"}),
-            _close(f'mlpulse_drift_score{{{f}, statistic="js_distance"}}', e.js, {**want, "statistic": "js_distance"}),
+            _close(f'mlpulse_drift_score{{{f}, statistic="{PSI}"}}', e.psi, {**want, "statistic": PSI}),
+            _close(f'mlpulse_drift_score{{{f}, statistic="{JS}"}}', e.js, {**want, "statistic": JS}),
             _close(f"mlpulse_drift_missing_ratio{{{f}}}", e.missing_ratio, want),
             _exact(f"mlpulse_drift_window_values{{{f}}}", "mlpulse_drift_window_values", e.count, want),
         ]

@@ -18,7 +18,7 @@ import requests
 
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import Exporter
-from mlpulse.prometheus.drift_rules import RULES_FILE, SOURCE, render_rules
+from mlpulse.prometheus.drift_rules import JS, PSI, RULES_FILE, SOURCE, render_rules
 from model_service.data import generate, to_records
 from native_stack.monitoring import start_monitoring
 from native_stack.processes import Stack, free_port, service_env, start_service
@@ -96,13 +96,13 @@ def test_prometheus_drift_equals_the_exporters_on_two_replicas(bundle_dir, tmp_p
             query_at(mon, f'mlpulse_drift_score{{window="{WINDOW}", source="{SOURCE}"}}', at), "statistic").items()}
         theirs = exporter_results(tmp_path, bundle_dir)
         theirs = {k: v for k, v in theirs.items()
-                  if k[0] in STATS or (k[0] == "mlpulse_drift_score" and k[2] in ("psi", "js_distance"))}
+                  if k[0] in STATS or (k[0] == "mlpulse_drift_score" and k[2] in (PSI, JS))}
 
         assert theirs[("mlpulse_drift_window_values", "_prediction", "")] == 1200  # every record scored
         assert set(ours) == set(theirs), sorted(set(ours) ^ set(theirs))
         for key, value in theirs.items():
             assert ours[key] == pytest.approx(value, abs=1e-9, rel=0), key
-        assert theirs[("mlpulse_drift_score", "income", "psi")] > 0.2  # the scenario shifts income
+        assert theirs[("mlpulse_drift_score", "income", PSI)] > 0.2  # the scenario shifts income
 
         # FeatureDrift fired from this path: the only drift source here is Prometheus' own.
         fired = query_at(mon, 'ALERTS{alertname="FeatureDrift", alertstate="firing", feature="income"}', at)
