@@ -192,6 +192,10 @@ _RESET = 70  # replica b restarts: its counters are 0 again at this minute
 # ends, so nothing is extrapolated): 49 minutes before the reset, 10 after, the minute in between
 # lost with the restart.
 _MINUTES = {"a": 60, "b": 59}
+# The same for every committed window, for the steps' tests: 5m holds no reset (both exact
+# differences); 24h is older than the series, so increase() from their first sample at 0, which
+# nothing extrapolates below zero: 80 minutes for a, 79 for b.
+_WINDOW_MINUTES = {"5m": (5, 5), "1h": (60, 59), "24h": (80, 79)}
 
 
 def _counter(per_minute: int, reset: int | None) -> str:
@@ -260,22 +264,30 @@ def tests(min_count: int = drift.DEFAULT_MIN_COUNT, eps: float = drift.PSI_EPS) 
             cases.append(_close(f"mlpulse_drift_out_of_range_ratio{{{f}}}", e.out_of_range_ratio, want))
         if e.unseen_ratio is not None:
             cases.append(_close(f"mlpulse_drift_unseen_ratio{{{f}}}", e.unseen_ratio, want))
-    # The steps: every replica's reference read once, counts summed over the replicas.
-    n = _names(w)
+    # The steps: every replica's reference read once, counts summed over the replicas, per window.
     _, ref_x, _, ax, bx, _, _ = _TEST_ENTRIES["x"]
-    total_x = sum(ax) * _MINUTES["a"] + sum(bx) * _MINUTES["b"]
     k_x = len(ref_x)
     x3 = {**_TEST_MODEL, "feature": "x", "bin": "3"}
     x0 = {**x3, "bin": "0"}
     cases += [
         _exact(f'{REF}{{feature="c", bin="0"}}', REF, 0.6, {**_TEST_MODEL, "feature": "c", "bin": "0"}),
         _exact(f'{BINS}{{feature="x"}}', BINS, k_x, {**_TEST_MODEL, "feature": "x"}),
-        _exact(f'{n["count"]}{{feature="x", bin="3"}}', n["count"], ax[3] * _MINUTES["a"] + bx[3] * _MINUTES["b"], x3),
-        _close(f'{n["ratio"]}{{feature="x", bin="3"}}', (ax[3] * _MINUTES["a"] + bx[3] * _MINUTES["b"]) / total_x, x3),
-        _close(f'{n["smoothed"]}{{feature="x", bin="0"}}', (ax[0] * _MINUTES["a"] / total_x + eps) / (1 + k_x * eps), x0),
         _close(f'{REF_SMOOTHED}{{feature="x", bin="0"}}', eps / (1 + k_x * eps), x0),
-        _close(f'{n["mixture"]}{{feature="x", bin="0"}}', ax[0] * _MINUTES["a"] / total_x / 2, x0),
     ]
+    for window in default_windows():
+        n = _names(window)
+        ma, mb = _WINDOW_MINUTES[window]
+        total_x = sum(ax) * ma + sum(bx) * mb
+        cases += [
+            _exact(f'{n["count"]}{{feature="x", bin="3"}}', n["count"], ax[3] * ma + bx[3] * mb, x3),
+            # 5m holds under min_count values: no proportions there.
+            *([_close(f'{n["ratio"]}{{feature="x", bin="3"}}', (ax[3] * ma + bx[3] * mb) / total_x, x3),
+               _close(f'{n["smoothed"]}{{feature="x", bin="0"}}', (ax[0] * ma / total_x + eps) / (1 + k_x * eps), x0),
+               _close(f'{n["mixture"]}{{feature="x", bin="0"}}', ax[0] * ma / total_x / 2, x0)]
+              if total_x >= min_count else
+              [{"expr": f'{n["ratio"]}', "eval_time": f"{_AT}m", "exp_samples": []},
+               {"expr": f'{n["smoothed"]} or {n["mixture"]}', "eval_time": f"{_AT}m", "exp_samples": []}]),
+        ]
     limit = drift.METHODS["psi"].threshold
     decided = {f: float(e.psi >= limit) for f, e in expected.items()}
     share = [decided[f] for f in _TEST_ENTRIES if f not in OUTPUTS]
