@@ -18,6 +18,7 @@ a number is ``missing``.
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,10 @@ REGION_INSIDE = "inside"  # a numeric bin inside [min, max], or a known category
 REGION_OUTSIDE = "outside"  # a numeric bin below the training minimum or above the maximum
 REGION_UNSEEN = "unseen"  # the categorical bin of every category training never saw
 REGIONS = (REGION_INSIDE, REGION_OUTSIDE, REGION_UNSEEN)
+# Up to this many records a batch is binned record by record (``Reference.bin_event``, bisect per
+# value), above it over columns with numpy (``Reference.bin_rows``); both give the same positions
+# (tests/unit/test_ingest_columns.py) and this is about where they cost the same (docs/prometheus-drift.md).
+SMALL_BATCH = 16
 
 
 def enabled(environ: dict[str, str] | None = None) -> bool:
@@ -105,10 +110,17 @@ class BinMetrics:
         none) and the classes' texts; one increment per bin the batch touched."""
         if not rows:
             return
-        positions, _ = self.reference.bin_rows(rows, scores, classes)
-        counts = np.bincount(positions.ravel(), minlength=self.reference.width)
         children = self._children
-        for pos in np.flatnonzero(counts).tolist():
+        if len(rows) <= SMALL_BATCH:  # the per-event definition: no numpy call per slot
+            positions: list[int] = []
+            for row, score, cls in zip(rows, scores, classes, strict=True):
+                self.reference.bin_event(row, score, cls, positions)
+            touched = collections.Counter(positions).items()
+        else:  # numpy over columns, the file source's ingest
+            counts = np.bincount(self.reference.bin_rows(rows, scores, classes)[0].ravel(),
+                                 minlength=self.reference.width)
+            touched = ((pos, int(counts[pos])) for pos in np.flatnonzero(counts).tolist())
+        for pos, n in touched:
             child = children[pos]
             if child is not None:
-                child.inc(int(counts[pos]))
+                child.inc(n)

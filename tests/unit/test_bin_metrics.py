@@ -44,8 +44,14 @@ def test_off_by_default(client):
 def test_counts_equal_the_exporters_binning_of_the_events(bin_app, config):
     client = bin_app.test_client()
     records = to_records(generate(300, seed=4, scenario="drift"))
-    for i in range(0, 300, 60):
-        assert client.post("/v1/predict", json=records[i:i + 60]).status_code == 200
+    # Small batches are binned record by record, larger ones over columns: both paths.
+    sizes = [1, 3, bins.SMALL_BATCH, bins.SMALL_BATCH + 1]
+    sizes += [300 - sum(sizes) - 240] + [60] * 4
+    start = 0
+    for n in sizes:
+        assert client.post("/v1/predict", json=records[start:start + n]).status_code == 200
+        start += n
+    assert start == 300
     series = bin_series(client)
     events = [e for e in read_events(config.events_dir) if "inputs" in e]
     assert len(events) == 300
