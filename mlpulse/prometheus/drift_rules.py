@@ -31,7 +31,11 @@ RULES_FILE = Path("prometheus") / "rules" / "drift_prometheus.yml"
 TESTS_FILE = Path("prometheus") / "tests" / "drift_prometheus_test.yml"
 GROUP = "mlpulse-drift-prometheus"
 SOURCE = "prometheus"  # the `source` label of every drift series these rules record
-OUTPUTS = ("_prediction", "_predicted_class")  # not input features: left out of the drift share
+OUTPUTS = ("_prediction", "_predicted_class")
+# The threshold decision needs this many values per bin of the feature (and min_count): PSI's
+# noise floor on a stationary window is about (bins - 1) / values, so 100 values over 90 bins
+# flag most stationary windows (docs/prometheus-drift.md has the measured rates).
+VALUES_PER_BIN = 10  # not input features: left out of the drift share
 
 COUNTER = "mlpulse_feature_bin_total"
 REFERENCE = "mlpulse_reference_bin_ratio"
@@ -133,8 +137,10 @@ sum by ({MVF}) ({n["ratio"]} and on ({MVFB}) {REFERENCE}{{region="{REGION_OUTSID
             _rule("mlpulse_drift_unseen_ratio", f"""
 sum by ({MVF}) ({n["ratio"]} and on ({MVFB}) {REFERENCE}{{region="{REGION_UNSEEN}"}})""", lab),
             # A threshold decision, not the exporter's: no p-value guard (docs/prometheus-drift.md).
-            _rule("mlpulse_drift_detected", f'max by ({MVF}) (mlpulse_drift_score{{window="{w}", source="{SOURCE}", '
-                  f'statistic="{chosen.statistic}"}} >= bool {limit!r})', lab),
+            _rule("mlpulse_drift_detected", f"""
+  max by ({MVF}) (mlpulse_drift_score{{window="{w}", source="{SOURCE}", statistic="{chosen.statistic}"}} >= bool {limit!r})
+and on ({MVF})
+  ({values} >= on ({MVF}) ({BINS} * {VALUES_PER_BIN}))""", lab),
             _rule("mlpulse_drift_share", f'avg by (model, version) (mlpulse_drift_detected{{window="{w}", '
                   f'source="{SOURCE}", feature!~"{"|".join(OUTPUTS)}"}})', lab),
             _rule("mlpulse_drift_features_evaluated", f'count by (model, version) (mlpulse_drift_detected{{window="{w}", '
@@ -180,6 +186,9 @@ _TEST_ENTRIES = {
     "x": ("numeric", [0, 0, 30, 50, 20, 0], [REGION_OUTSIDE] * 2 + [REGION_INSIDE] * 3 + [REGION_OUTSIDE],
           [1, 0, 2, 4, 3, 2], [0, 1, 3, 3, 5, 1], 1, 0),
     "c": ("categorical", [60, 30, 10, 0], [REGION_INSIDE] * 3 + [REGION_UNSEEN], [2, 3, 5, 2], [4, 4, 1, 1], 0, 2),
+    # 12 bins: 119 values in the 1h window are scored (min_count 100), too few to decide (120).
+    "z": ("numeric", [0] + [10] * 10 + [0], [REGION_OUTSIDE] + [REGION_INSIDE] * 10 + [REGION_OUTSIDE],
+          [0] * 5 + [1] + [0] * 6, [0] * 6 + [1] + [0] * 5, 0, 0),
     "_prediction": ("numeric", [0, 40, 60, 0], [REGION_OUTSIDE, REGION_INSIDE, REGION_INSIDE, REGION_OUTSIDE],
                     [0, 6, 6, 0], [0, 2, 10, 0], 0, 0),
 }
@@ -289,8 +298,10 @@ def tests(min_count: int = drift.DEFAULT_MIN_COUNT, eps: float = drift.PSI_EPS) 
                {"expr": f'{n["smoothed"]} or {n["mixture"]}', "eval_time": f"{_AT}m", "exp_samples": []}]),
         ]
     limit = drift.METHODS["psi"].threshold
-    decided = {f: float(e.psi >= limit) for f, e in expected.items()}
-    share = [decided[f] for f in _TEST_ENTRIES if f not in OUTPUTS]
+    decided = {f: float(e.psi >= limit) for f, e in expected.items()
+               if e.count >= VALUES_PER_BIN * len(_TEST_ENTRIES[f][1])}
+    assert "z" not in decided and expected["z"].scored  # the case the rule's guard is for
+    share = [decided[f] for f in _TEST_ENTRIES if f not in OUTPUTS and f in decided]
     cases += [
         {"expr": f"mlpulse_drift_detected{{{sel}}}", "eval_time": f"{_AT}m",
          "exp_samples": [{"labels": _labels("mlpulse_drift_detected", {**_TEST_MODEL, "feature": f, **lab}), "value": v}
