@@ -58,11 +58,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from mlpulse.prometheus.drift_rules import VALUES_PER_BIN
-
 from bench.machine import machine
 from mlpulse import drift
 from mlpulse.profile import DISCRETE_MAX_VALUES, numeric_bin_index, profile_column
+from mlpulse.prometheus.drift_rules import VALUES_PER_BIN
 from mlpulse.schema import FeatureSpec
 
 ALPHA = drift.DEFAULT_ALPHA
