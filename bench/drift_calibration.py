@@ -61,13 +61,16 @@ from scipy import stats
 from bench.machine import machine
 from mlpulse import drift
 from mlpulse.profile import DISCRETE_MAX_VALUES, numeric_bin_index, profile_column
+from mlpulse.prometheus.drift_rules import VALUES_PER_BIN
 from mlpulse.schema import FeatureSpec
 
 ALPHA = drift.DEFAULT_ALPHA
 WINDOWS_PER_REFERENCE = 20
 SIZES = (100, 300, 1000, 3000)
 SHIFTS = (0.1, 0.2, 0.3, 0.5, 1.0)  # sd for continuous features, units for discrete ones
-DECISIONS = ("threshold", "test", "wasserstein")
+# psi_only: PSI >= 0.2 with no drift test; prometheus: the same with at least VALUES_PER_BIN values per
+# bin, the decision Prometheus' own rules record (docs/prometheus-drift.md).
+DECISIONS = ("threshold", "test", "wasserstein", "psi_only", "prometheus")
 RAW = ("raw_ks", "raw_chi2", "evidently")
 
 
@@ -208,6 +211,8 @@ def window_verdicts(entries, ref_rows, cur_rows, types, evidently: Evidently | N
         out["threshold"][j] = drift.is_drifted(r)
         out["test"][j] = drift.is_drifted(r, decision="test")
         out["wasserstein"][j] = drift.is_drifted(r, "wasserstein")
+        out["psi_only"][j] = drift.is_drifted(r, alpha=None)
+        out["prometheus"][j] = out["psi_only"][j] and r.count >= VALUES_PER_BIN * len(entry["bin_counts"])
         ks = stats.ks_2samp(ref, cur, method="asymp")
         out["raw_ks"][j] = ks.pvalue < ALPHA
         out["raw_chi2"][j] = types[j] == "discrete" and raw_chi2_pvalue(ref, cur) < ALPHA
@@ -351,7 +356,9 @@ def summarise_far(rows: list[dict], evidently_on: bool) -> list[dict]:
     print(f"\n1. False-alarm rate on stationary windows (stated: alpha = {ALPHA:.0%} per feature and window for "
           "`test`, at most alpha for `threshold`; per model: any feature after BH)")
     print(f"   {'data':<14}{'n':>6} {'windows':>8} | {'test':>7} {'95% CI':>15} {'thresh':>7} {'wass':>7} | "
-          f"{'raw KS':>7} {'raw chi2':>8} {'Evidently':>9} | {'model test':>10} {'model thr':>9}")
+          f"{'raw KS':>7} {'raw chi2':>8} {'Evidently':>9} | {'model test':>10} {'model thr':>9} | {'PSI only':>8} {'Prometheus':>10}")
+    print("   PSI only: PSI >= 0.2 without the drift test; Prometheus: the same with at least "
+          f"{VALUES_PER_BIN} values per bin, what Prometheus' own rules decide (no alpha bound)")
     keys = sorted({(r["data"], r["n"]) for r in rows}, key=lambda k: (k[0], k[1]))
     for data, n in keys:
         feats = [r for r in rows if r["data"] == data and r["n"] == n and r["type"] != "model"]
@@ -361,13 +368,15 @@ def summarise_far(rows: list[dict], evidently_on: bool) -> list[dict]:
         k_test = sum(r["test"] for r in feats) * windows
         lo, hi = wilson(k_test, total)
         disc = [r for r in feats if r["type"] == "discrete"]
-        agg = {k: float(np.mean([r[k] for r in feats])) for k in ("test", "threshold", "wasserstein", "raw_ks")}
+        agg = {k: float(np.mean([r[k] for r in feats])) for k in ("test", "threshold", "wasserstein", "raw_ks",
+                                                                    "psi_only", "prometheus")}
         agg["raw_chi2"] = float(np.mean([r["raw_chi2"] for r in disc])) if disc else None
         agg["evidently"] = float(np.mean([r["evidently"] for r in feats])) if evidently_on else None
         ok = lo <= ALPHA <= hi or hi < ALPHA
         print(f"   {data:<14}{n:>6} {total:>8} | {pct(agg['test'])} [{pct(lo)},{pct(hi)}] {pct(agg['threshold'])} "
               f"{pct(agg['wasserstein'])} | {pct(agg['raw_ks'])} {pct(agg['raw_chi2']):>8} {pct(agg['evidently']):>9} | "
-              f"{pct(model['model_test']):>10} {pct(model['model_threshold']):>9}  {'ok' if ok else 'ABOVE'}")
+              f"{pct(model['model_test']):>10} {pct(model['model_threshold']):>9} | {pct(agg['psi_only']):>8} {pct(agg['prometheus']):>10}  "
+              f"{'ok' if ok else 'ABOVE'}")
         out.append({"data": data, "n": n, "feature_windows": total, "test_ci": [lo, hi], "within": ok,
                     **agg, "model_test": model["model_test"], "model_threshold": model["model_threshold"]})
     worst = max((r for r in rows if r["type"] != "model"), key=lambda r: r["test"])

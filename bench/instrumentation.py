@@ -11,6 +11,7 @@ Variants, each its own instance of ``mlpulse.serving.app.create_app`` built from
     bare                         monitored=False: no metric, no event log
     mlpulse                      every mlpulse metric + the event log (single-process metrics)
     mlpulse-no-events            mlpulse with the event log swapped for a no-op: the metrics' share
+    mlpulse-bins                 mlpulse with MLPULSE_BIN_METRICS on (the reference bin counters)
     prometheus-flask-exporter    bare + PrometheusMetrics(app) with its default metrics only
     harness                      the test client around an empty WSGI app: the floor of every figure
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -66,11 +68,12 @@ TARGET_SHARE = 0.15  # mlpulse's added cost must stay under 15% of the bare requ
 BASE = "bare"
 MLPULSE = "mlpulse"
 NO_EVENTS = "mlpulse-no-events"
+BINS = "mlpulse-bins"
 PFE = "prometheus-flask-exporter"
 HARNESS = "harness"
 MP = "-multiprocess"
-LOCAL_VARIANTS = (BASE, MLPULSE, NO_EVENTS, PFE, HARNESS)
-MP_VARIANTS = (BASE + MP, MLPULSE + MP, PFE + MP)
+LOCAL_VARIANTS = (BASE, MLPULSE, NO_EVENTS, BINS, PFE, HARNESS)
+MP_VARIANTS = (BASE + MP, MLPULSE + MP, BINS + MP, PFE + MP)
 TARGET_VARIANTS = (MLPULSE, MLPULSE + MP)
 
 
@@ -118,8 +121,8 @@ class Host:
             config = ServiceConfig(bundle_dir=str(workdir / "bundle"), events_dir=str(self.events_dir / v))
             if name == BASE:
                 app = create_app(config, monitored=False)
-            elif name in (MLPULSE, NO_EVENTS):
-                app = create_app(config)
+            elif name in (MLPULSE, NO_EVENTS, BINS):
+                app = create_app(dataclasses.replace(config, bin_metrics=name == BINS))
                 if name == NO_EVENTS:
                     scorer = app.extensions["mlpulse_scorer"]
                     scorer.events.close()
@@ -322,6 +325,18 @@ def summarize(wall: dict[str, list[Blocks]], cpu: dict[str, list[Blocks]], varia
                     "minus_pfe_us_rounds": minus_rounds,
                     "minus_pfe_us_round_median": statistics.median(minus_rounds),
                 })
+        for v in variants:  # the bin metrics' own cost: mlpulse-bins against mlpulse, same metric mode
+            if v.startswith(BINS):
+                ref = MLPULSE + (MP if v.endswith(MP) else "")
+                extra_rounds = [statistics.median(_paired(r, v, ref)) for r in rounds]
+                share_rounds = [a / m for a, m in zip(extra_rounds, round_med[ref])]
+                rows[v].update({
+                    "bins_extra_us": statistics.median(_paired(slots, v, ref)),
+                    "bins_extra_us_rounds": extra_rounds,
+                    "bins_extra_share_round_median": statistics.median(share_rounds),
+                    "bins_extra_share_round_min": min(share_rounds),
+                    "bins_extra_share_round_max": max(share_rounds),
+                })
         out[scen] = rows
     return out
 
@@ -520,6 +535,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print("thread CPU time / wall time of bare (medians): "
           + ", ".join(f"{s} {x:.2f}" for s, x in cpu_share.items())
           + " (near 1: the spread is the CPU's speed, not preemption)")
+    for scen in scenarios:
+        for v in (BINS, BINS + MP):
+            row = summary[scen][v]
+            print(f"bin metrics ({v} - mlpulse, paired), {scen}: {fmt_us(row['bins_extra_us'])} us, "
+                  f"{fmt_pct(row['bins_extra_share_round_median'])} of the mlpulse request per round "
+                  f"({fmt_pct(row['bins_extra_share_round_min'])} .. {fmt_pct(row['bins_extra_share_round_max'])})")
     print(f"event lines written (check): {events}")
     print_verdicts(result["targets"])
     if args.quick:
@@ -578,6 +599,15 @@ def components(args: argparse.Namespace) -> None:
             metrics.observe_predictions(proba, [t for t in texts if t is not None], result.probabilities, count=n)
             metrics.observe_missing_batch([c.values for c in checked])
 
+        from prometheus_client import CollectorRegistry
+
+        from mlpulse.metrics.bins import BinMetrics
+
+        bundle = scorer.bundle
+        bin_metrics = BinMetrics(name=bundle.name, version=bundle.version, schema=bundle.schema, output=bundle.output,
+                                 profile=bundle.profile, registry=CollectorRegistry())
+        scores = [a.get("value") for a in answers]
+
         def http_hooks() -> None:
             http._before()
             http._after(response)
@@ -595,6 +625,7 @@ def components(args: argparse.Namespace) -> None:
         cases: dict[str, Callable[[], Any]] = {
             "FlaskMetrics hooks (before + after + teardown)": http_hooks,
             "ModelMetrics calls of the request": model_metrics,
+            "BinMetrics.observe_batch (MLPULSE_BIN_METRICS=1)": lambda: bin_metrics.observe_batch(records, scores, texts),
             f"EventLog.write x{n} (all of the event log)": event_log,
             f"  of which SharedFileHandler.write_line x{n}": lambda: [side.write_line(x) for x in lines],
             f"(alternative) orjson.dumps of the {n} event dicts": orjson_direct,

@@ -1,11 +1,13 @@
 """Every generated file of the project, written or checked in one place (``mlpulse generate``).
 
-Three generators, each turning the project's sources of truth into files:
+Five generators, each turning the project's sources of truth into files:
 
 - ``elastic``: the index template (from the bundles' feature schemas), ILM policy, roles and
   Kibana saved objects (``mlpulse.elastic``); needs at least one bundle;
 - ``grafana``: the dashboards, from the alert thresholds, the exporter's configuration and the
   index template (``mlpulse.grafana``);
+- ``drift-rules``: the recording rules that compute drift in Prometheus from the service's bin
+  counters, and their promtool tests (``mlpulse.prometheus.drift_rules``, docs/prometheus-drift.md);
 - ``native``: Prometheus and Alertmanager configurations for a run on 127.0.0.1, derived from the
   committed ``prometheus/`` and ``alertmanager/`` (``mlpulse.prometheus.native``). They are not
   committed: they are written to ``--native-out``, and ``--check`` only proves they still render;
@@ -26,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ARTIFACTS = ("elastic", "grafana", "native", "kubernetes")
-COMMITTED = ("elastic", "grafana", "kubernetes")
+ARTIFACTS = ("elastic", "drift-rules", "grafana", "native", "kubernetes")
+COMMITTED = ("elastic", "drift-rules", "grafana", "kubernetes")
 
 # The native stack's loopback addresses (the ports docs/architecture.md lists for `make demo`).
 NATIVE_TARGETS = {"model-service": "127.0.0.1:8000", "drift-exporter": "127.0.0.1:9108",
@@ -55,6 +57,10 @@ def committed_files(name: str, root: Path, bundles: Sequence[str | Path]) -> tup
         from mlpulse.elastic.setup import render_files
 
         return render_files(models_from_bundles(bundles)), ()
+    if name == "drift-rules":
+        from mlpulse.prometheus.drift_rules import render_files as render_drift_rules
+
+        return render_drift_rules(), ()
     if name == "grafana":
         from mlpulse.grafana.dashboards import DASHBOARDS_DIR, render_files
 

@@ -45,9 +45,11 @@ class Monitoring:
 
 
 def start_monitoring(stack: Stack, work: Path, targets: dict[str, str | list[str]], *, window: str | None = None,
-                     for_override: str | None = None, interval: str = "1s") -> Monitoring:
+                     for_override: str | None = None, interval: str = "1s",
+                     rules: dict[str, str] | None = None) -> Monitoring:
     """Start the webhook receiver, Alertmanager and Prometheus; ``targets`` maps scrape jobs of the
-    committed ``prometheus.yml`` to loopback addresses. Returns once both servers are ready."""
+    committed ``prometheus.yml`` to loopback addresses. ``rules`` ({file name: text}) replaces
+    copied rule files, e.g. generated rules for a test's window. Returns once both servers are ready."""
     if PROMETHEUS is None or ALERTMANAGER is None:
         raise RuntimeError("prometheus and prometheus-alertmanager are needed (Debian packages; make system-deps)")
     hook, am, prom = free_port(), free_port(), free_port()
@@ -70,8 +72,10 @@ def start_monitoring(stack: Stack, work: Path, targets: dict[str, str | list[str
         for_override=for_override,
         password_files={"prometheus": prom_web.password_file, "alertmanager": am_web.password_file})
     if window is not None:
-        for rules in (work / "prometheus" / "rules").glob("*.yml"):
-            rules.write_text(rules.read_text().replace(RULE_WINDOW, f'window="{window}"'))
+        for path in (work / "prometheus" / "rules").glob("*.yml"):
+            path.write_text(path.read_text().replace(RULE_WINDOW, f'window="{window}"'))
+    for name, text in (rules or {}).items():
+        (work / "prometheus" / "rules" / name).write_text(text)
     prom_proc = stack.start("prometheus", [PROMETHEUS, f"--config.file={prom_config}",
                                            f"--storage.tsdb.path={work / 'prometheus-data'}",
                                            f"--web.listen-address=127.0.0.1:{prom}", prom_web.flag],

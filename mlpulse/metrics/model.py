@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mlpulse.bundle import library_versions
 from mlpulse.events import WRITE_ERROR_CAUSES
+from mlpulse.metrics.bins import BinMetrics
 from mlpulse.profile import histogram_buckets
 from mlpulse.schema import REASONS, UNKNOWN_FEATURE, FeatureSchema, OutputSpec, Violation
 
@@ -41,9 +42,12 @@ class ModelMetrics:
         trained_libraries: dict[str, str],
         registry: CollectorRegistry | None,
         request_error_reasons: Sequence[str] = (),
+        bin_metrics: bool = False,
     ):
         """``request_error_reasons``: the reasons the service refuses a request as a whole for; their
-        series exist from the start (at 0). The service owns that list, not the library."""
+        series exist from the start (at 0). The service owns that list, not the library.
+        ``bin_metrics``: also count every scored record in the reference profile's bins
+        (``mlpulse.metrics.bins``, for drift computed by Prometheus)."""
         self.labels = {"model": name, "version": version}
         mv = ("model", "version")
         kw: dict[str, Any] = {"registry": registry}
@@ -118,6 +122,8 @@ class ModelMetrics:
         self._request_errors = {r: self.request_errors.labels(name, version, r) for r in request_error_reasons}
         self._event_errors = {c: self.event_errors.labels(name, version, c) for c in WRITE_ERROR_CAUSES}
         self._event_files_lost = {c: self.event_files_lost.labels(name, version, c) for c in ("budget",)}
+        self.bins = BinMetrics(name=name, version=version, schema=schema, output=output, profile=profile,
+                               registry=registry) if bin_metrics else None
         self._trained_at = _timestamp(trained_at)
         self._trained_libraries = trained_libraries
 
@@ -178,6 +184,11 @@ class ModelMetrics:
                     counts[feature] = counts.get(feature, 0) + 1
         for feature, n in counts.items():
             self._missing[feature].inc(n)
+
+    def observe_bins(self, rows: Sequence[dict[str, Any]], scores: Sequence[Any], classes: Sequence[Any]) -> None:
+        """A scored batch in the reference bins (a no-op unless the bin metrics are on)."""
+        if self.bins is not None:
+            self.bins.observe_batch(rows, scores, classes)
 
     def observe_request_error(self, reason: str) -> None:
         """Count a refused request; a reason not declared up front gets its series now (reasons are

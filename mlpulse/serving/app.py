@@ -32,6 +32,7 @@ from mlpulse import cardinality
 from mlpulse.bundle import Bundle, library_versions, load_bundle
 from mlpulse.durations import parse_duration
 from mlpulse.events import EVENT_REFUSED, EVENT_REQUEST_REFUSED, EVENT_SCORED, EventLog, EventWriteError, raw_text
+from mlpulse.metrics.bins import enabled as bin_metrics_enabled
 from mlpulse.metrics.feedback import FeedbackMetrics
 from mlpulse.metrics.flask import FlaskMetrics
 from mlpulse.metrics.model import ModelMetrics
@@ -102,6 +103,8 @@ class ServiceConfig:
     # Label budget of the bundle (mlpulse.cardinality, docs/cardinality.md): one over it is refused.
     max_series: int = 10_000
     max_classes: int = 100
+    # Live counts over the reference bins for drift computed by Prometheus (docs/prometheus-drift.md).
+    bin_metrics: bool = False
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -123,6 +126,7 @@ class ServiceConfig:
             feedback_horizon=os.environ.get("MLPULSE_FEEDBACK_HORIZON", cls.feedback_horizon),
             max_series=int(os.environ.get("MLPULSE_MAX_SERIES_PER_VERSION", cls.max_series)),
             max_classes=int(os.environ.get("MLPULSE_MAX_CLASSES", cls.max_classes)),
+            bin_metrics=bin_metrics_enabled(),
         )
         c.check()
         return c
@@ -322,6 +326,8 @@ class Scorer:
         out, events = [], []
         n = len(records)
         self.metrics.observe_missing_batch([c.values for c in checked])
+        # The same values the exporter reads back from the events: fields, answered score, class text.
+        self.metrics.observe_bins(records, [a.get("value") for a in answers], texts)
         for i, (rec, c, answer, text) in enumerate(zip(records, checked, answers, texts)):
             # The event keeps the class as its text (one keyword in the index, one key for the
             # exporter); the client gets the label as the model reports it.
@@ -444,6 +450,7 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
             trained_libraries=bundle.metadata["libraries"],
             registry=http_metrics.registry,
             request_error_reasons=REQUEST_ERROR_REASONS,
+            bin_metrics=config.bin_metrics,
         )
         model_metrics.mark_loaded()
         events = EventLog(config.events_dir, config.events_max_bytes, config.events_backup_count,

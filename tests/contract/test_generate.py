@@ -35,7 +35,7 @@ def generate(*args: str) -> int:
 
 def test_the_committed_files_are_up_to_date(bundle_dir, capsys):
     assert generate("--root", str(ROOT), "--bundle", str(bundle_dir), "--check") == 0
-    assert "up to date: elastic, grafana, native, kubernetes" in capsys.readouterr().out
+    assert "up to date: elastic, drift-rules, grafana, native, kubernetes" in capsys.readouterr().out
 
 
 def test_check_names_every_stale_file_and_generate_repairs_it(project, bundle_dir, capsys):

@@ -9,6 +9,7 @@ that alerts fire on real series."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from mlpulse.exporter.core import METRIC_HELP, Exporter
 from mlpulse.exporter.quality import HELP as QUALITY_HELP
 from mlpulse.generate import NATIVE_ALERTMANAGER, NATIVE_TARGETS
 from mlpulse.prometheus import native as pc
+from mlpulse.serving.app import create_app
 from model_service.data import generate, to_records
 from native_stack.processes import Stack, exporter_env, free_port, service_env, start_exporter, start_service, wait_http
 from native_stack.traffic import invalid_records, send
@@ -382,7 +384,9 @@ def exposed_names(text: str) -> set[str]:
 
 
 @pytest.fixture
-def service_names(client):
+def service_names(config):
+    # With the bin metrics on: the drift rules computed by Prometheus read them.
+    client = create_app(dataclasses.replace(config, bin_metrics=True)).test_client()
     records = to_records(generate(150, seed=5))
     assert client.post("/v1/predict", json=records[:100]).status_code == 200
     assert client.post("/v1/predict", json=records[100:]).status_code == 200
