@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlpulse.events import WRITE_ERROR_CAUSES
+from mlpulse.metrics import bins
 from mlpulse.profile import histogram_buckets
 from mlpulse.quality.realized import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from mlpulse.schema import REASONS, FeatureSchema, OutputSpec
@@ -80,10 +81,11 @@ def quality_metrics(output: OutputSpec) -> int:
 
 
 def service_series(schema: FeatureSchema, output: OutputSpec, profile: Mapping[str, Any], libraries: int,
-                   request_error_reasons: int, feedback_reasons: int | None) -> int:
+                   request_error_reasons: int, feedback_reasons: int | None, bin_metrics: bool = False) -> int:
     """Model-labelled samples one service replica exposes under gunicorn (multiprocess: no
     ``_created``). ``libraries``: tracked libraries in the metadata; ``feedback_reasons``: None
-    without the feedback endpoint."""
+    without the feedback endpoint; ``bin_metrics``: the per-bin counters are on
+    (``MLPULSE_BIN_METRICS``, docs/prometheus-drift.md)."""
     features, classes = len(schema.names), len(output.classes)
     n = 3 + 2 * libraries  # info, trained, loaded; dependency info and mismatch per library
     n += INFERENCE_SAMPLES + BATCH_SAMPLES
@@ -96,6 +98,8 @@ def service_series(schema: FeatureSchema, output: OutputSpec, profile: Mapping[s
     n += request_error_reasons + len(WRITE_ERROR_CAUSES) + 1  # request errors, write errors, files lost
     if feedback_reasons is not None:
         n += 3 + feedback_reasons + 3  # labels by outcome, refusals by reason, ledger errors by operation
+    if bin_metrics:
+        n += sum(bins.series_bound(profile, schema))
     return n
 
 
@@ -145,9 +149,9 @@ def check(metadata: Mapping[str, Any], schema: FeatureSchema, output: OutputSpec
 
 def check_service(metadata: Mapping[str, Any], schema: FeatureSchema, output: OutputSpec,
                   profile: Mapping[str, Any], budget: Budget, request_error_reasons: Sequence[str],
-                  feedback_reasons: Sequence[str] | None) -> int:
+                  feedback_reasons: Sequence[str] | None, bin_metrics: bool = False) -> int:
     """The service's check at start-up; returns the bound."""
     n = service_series(schema, output, profile, len(metadata.get("libraries") or {}), len(request_error_reasons),
-                       None if feedback_reasons is None else len(feedback_reasons))
+                       None if feedback_reasons is None else len(feedback_reasons), bin_metrics)
     check(metadata, schema, output, profile, budget, n, "service")
     return n

@@ -431,7 +431,8 @@ def create_app(config: ServiceConfig | None = None, monitored: bool = True) -> F
     cardinality.check_service(bundle.metadata, bundle.schema, bundle.output, bundle.profile,
                               cardinality.Budget(max_series=config.max_series, max_classes=config.max_classes),
                               REQUEST_ERROR_REASONS,
-                              FEEDBACK_REFUSE_REASONS if monitored and config.feedback_ledger != "off" else None)
+                              FEEDBACK_REFUSE_REASONS if monitored and config.feedback_ledger != "off" else None,
+                              bin_metrics=monitored and config.bin_metrics)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False

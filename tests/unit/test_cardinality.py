@@ -155,6 +155,22 @@ REQUEST_ERROR_REASONS, feedback_reasons=FEEDBACK_REFUSE_REASONS)
     assert e.value.reason == "classes"
 
 
+def test_the_service_bound_counts_the_bin_metrics_when_they_are_on(bundle_dir, tmp_path):
+    """With MLPULSE_BIN_METRICS the replica exposes the bins' series too, and the budget knows it."""
+    args = dict(budget=cardinality.Budget(), request_error_reasons=REQUEST_ERROR_REASONS,
+                feedback_reasons=FEEDBACK_REFUSE_REASONS)
+    off = cardinality.check_service(*load_reference(bundle_dir), **args)
+    on = cardinality.check_service(*load_reference(bundle_dir), **args, bin_metrics=True)
+    app = create_app(ServiceConfig(bundle_dir=str(bundle_dir), events_dir=str(tmp_path / "ev"), bin_metrics=True))
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    mine = [s for s in text.splitlines() if 'model="credit-default"' in s and not s.startswith("#")
+            and "_created{" not in s]
+    assert on > off and len(mine) == on
+    with pytest.raises(cardinality.BudgetError, match="service series"):
+        create_app(ServiceConfig(bundle_dir=str(bundle_dir), events_dir=str(tmp_path / "ev2"), bin_metrics=True,
+                                 max_series=on - 1))
+
+
 def test_versions_beyond_the_budget_are_retired_with_their_series(bundle_dir, tmp_path, model):
     bundles = tmp_path / "bundles"
     for i in range(3):
