@@ -16,7 +16,7 @@ Five generators, each turning the project's sources of truth into files:
   (``mlpulse.kubernetes``).
 
 ``elastic`` runs before ``grafana``, which reads the template it writes; ``kubernetes`` runs after
-``grafana``, whose dashboards it copies. ``--check`` writes nothing
+``drift-rules`` and ``grafana``, whose rules and dashboards it copies. ``--check`` writes nothing
 and names every committed file that differs from what its generator writes, or that sits where a
 generator owns every file without being written by it.
 """
