@@ -24,7 +24,8 @@ negligible amount. ``COLUMN_SHIFT`` says which.
    ``Report([DataDriftPreset()]).run`` with default settings, against mlpulse's ``Exporter.evaluate``
    of a window holding the same 100k rows ("evaluate only": what the exporter pays per
    evaluation), against binning the 100k rows into counts with the profile's own binning plus the
-   evaluation ("bin + evaluate": a batch comparison from raw rows), and against ingesting the 100k
+   evaluation ("bin + evaluate": a batch comparison from raw rows, given the DataFrame's numpy
+   columns, ``Reference.count_columns``), and against ingesting the 100k
    events one by one plus the evaluation (the streaming path, for scale), with the per-column
    verdicts of Evidently, of mlpulse's defaults (PSI 0.2, chi-square alpha 0.01, BH) and of
    mlpulse with ``method="wasserstein"`` (Evidently's methods and thresholds). Rounds interleave
@@ -237,14 +238,14 @@ def key_of(exporter: Exporter) -> tuple[str, str]:
 
 
 def bin_sample(ref: Reference, sample: Sample) -> tuple[np.ndarray, drift.Moments]:
-    """The count vector of a whole sample in the reference's layout, binned column by column with
-    the exporter's own batch binning (``Reference.bin_columns``, what its ingest runs)."""
-    columns = {n: (sample.frame[n].to_numpy(dtype=float) if ref.slots[n].kind == "numeric" else sample.frame[n].tolist())
-               for n in ref.schema.names}
-    positions, values = ref.bin_columns(columns, np.asarray(sample.score, dtype=float),
-                                        sample.cls if PREDICTED_CLASS in ref.slots else None)
-    vec = np.bincount(positions.ravel(), minlength=ref.width)
-    return vec, drift.Moments.from_values(values)
+    """The count vector of a whole sample in the reference's layout, counted column by column with
+    the exporter's batch binning (``Reference.count_columns``: ``bin_columns``, what its ingest
+    runs, counted). It gets what Evidently gets, the DataFrame, read as its numpy columns
+    (``frame[c].to_numpy()``: float64 with NaN, object with None)."""
+    columns = {n: sample.frame[n].to_numpy() for n in ref.schema.names}
+    counts, values = ref.count_columns(columns, np.asarray(sample.score, dtype=float),
+                                       sample.cls if PREDICTED_CLASS in ref.slots else None)
+    return counts, drift.Moments.from_values(values)
 
 
 def fill_bulk(exporter: Exporter, rows: int, vec: np.ndarray, moments: drift.Moments, seed: int) -> None:
