@@ -14,7 +14,8 @@ negligible amount. ``COLUMN_SHIFT`` says which.
 
 1. Ingest: events as the service writes them (dicts with event, @timestamp, model, inputs,
    prediction) through ``Exporter.ingest``; the same events as JSON lines in a file through
-   ``EventTail.poll`` alone and through ``Exporter.poll`` (tail + ingest).
+   ``EventTail.poll`` alone (and through the previous tail, a line at a time: ``bench/per_line.py``),
+   and through ``Exporter.poll`` (tail + ingest).
 2. Evaluation time against window rows (10k .. 10M): a 1h window (360 slices of 10s) and the
    default configuration (5m, 1h and 24h windows, all three evaluated, rows in the 24h window).
    Windows up to the current sample's size are filled with events through ``Exporter.ingest``;
@@ -59,10 +60,12 @@ import pandas as pd
 
 from bench.machine import machine, main_with_json
 from bench.per_event import per_event_ingest
+from bench.per_line import PerLineTail
 from mlpulse import drift
 from mlpulse.bundle import save_bundle
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import Exporter
+from mlpulse.exporter.sources.files import _collector_paused
 from mlpulse.exporter.tail import EventTail
 from mlpulse.exporter.windows import PREDICTED_CLASS, Reference
 from mlpulse.profile import build_profile
@@ -415,7 +418,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: int) -> dict[str, Any]:
     n = len(events)
-    times: dict[str, list[float]] = {"per_event": [], "ingest": [], "tail": [], "tail+ingest": []}
+    times: dict[str, list[float]] = {"per_event": [], "ingest": [], "tail_per_line": [], "tail": [], "tail+ingest": []}
     for _ in range(rounds):
         exp = bench.exporter(ONE_WINDOW)
         # The previous path, one event at a time (bin_event), kept in the tests as the oracle.
@@ -424,15 +427,18 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
         times["ingest"].append(timed(lambda exp=exp: [exp.source.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)]))
         assert exp.source.events["scored"] == n, exp.source.events
 
-        def tail_only() -> None:
-            with EventTail(str(bench.events_dir / "*.jsonl"), start="beginning") as tail:
+        def tail_only(cls: type[EventTail] = EventTail) -> None:
+            with cls(str(bench.events_dir / "*.jsonl"), start="beginning") as tail:
                 got = 0
                 while True:
-                    got += len(tail.poll())
+                    with _collector_paused():  # as the file source polls
+                        got += len(tail.poll())
                     if not tail.more:
                         break
             assert got == n, got
 
+        # The previous tail (a line at a time) and the current one (a chunk's lines at once).
+        times["tail_per_line"].append(timed(lambda: tail_only(PerLineTail)))
         times["tail"].append(timed(tail_only))
         exp = bench.exporter(ONE_WINDOW, events=True)
         times["tail+ingest"].append(timed(exp.poll))
@@ -443,6 +449,7 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
     print(f"   {'path':<44}{'events/s':>12}{'us/event':>10}{'MB/s':>8}")
     labels = {"per_event": "per-event binning (the previous ingest)",
               "ingest": "Exporter.ingest (event dicts in memory)",
+              "tail_per_line": "the previous tail, a line at a time",
               "tail": "EventTail.poll only (read + orjson parse)",
               "tail+ingest": "Exporter.poll (EventTail.poll + ingest)"}
     for k, label in labels.items():
