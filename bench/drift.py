@@ -462,6 +462,21 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
     return out
 
 
+def typed_decoder(msgspec: Any) -> Any:
+    """A msgspec decoder typed for the bench's events: a struct holding only what the ingest reads,
+    the inputs a struct of this schema (numbers or null, texts or null), other fields skipped. What
+    a typed decoder would cost to decode; the exporter does not use one (docs/architecture.md)."""
+    model = msgspec.defstruct("Model", [("name", str), ("version", str)])
+    inputs = msgspec.defstruct("Inputs", [(f.name, (float | None) if f.kind == "numeric" else (str | None), None)
+                                          for f in WIDE_SCHEMA.features])
+    prediction = msgspec.defstruct("Prediction", [("value", float | None, None),
+                                                  ("cls", str | None, msgspec.field(default=None, name="class"))])
+    event = msgspec.defstruct("Event", [("event", str), ("ts", str, msgspec.field(name="@timestamp")),
+                                        ("model", model | None, None), ("inputs", inputs | None, None),
+                                        ("prediction", prediction | None, None)])
+    return msgspec.json.Decoder(event)
+
+
 def measure_decoders(lines: list[bytes], rounds: int) -> dict[str, float]:
     """Lines/s of the JSON decoders the exporter could use, one line at a time, with Python's cycle
     collector running and paused (the exporter pauses it per batch); msgspec only if importable."""
@@ -472,6 +487,7 @@ def measure_decoders(lines: list[bytes], rounds: int) -> dict[str, float]:
         import msgspec
 
         decoders["msgspec (untyped)"] = msgspec.json.Decoder().decode
+        decoders["msgspec (typed)"] = typed_decoder(msgspec).decode
     except ImportError:
         pass
     out: dict[str, float] = {}
