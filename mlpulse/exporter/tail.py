@@ -202,7 +202,9 @@ class EventTail:
         while consumed < budget:
             last = f.buf.rfind(b"\n", f.pos)
             if last >= 0:
-                lines = f.buf[f.pos : last].split(b"\n")
+                # At most the budget's lines (and the rest in one piece, dropped): a small budget
+                # does not split the whole buffer.
+                lines = f.buf[f.pos : last].split(b"\n", budget - consumed)
                 if len(lines) > budget - consumed:
                     del lines[budget - consumed :]
                 size = sum(map(len, lines)) + len(lines)  # with their newlines
