@@ -14,7 +14,8 @@ negligible amount. ``COLUMN_SHIFT`` says which.
 
 1. Ingest: events as the service writes them (dicts with event, @timestamp, model, inputs,
    prediction) through ``Exporter.ingest``; the same events as JSON lines in a file through
-   ``EventTail.poll`` alone and through ``Exporter.poll`` (tail + ingest).
+   ``EventTail.poll`` alone (and through the previous tail, a line at a time: ``bench/per_line.py``),
+   and through ``Exporter.poll`` (tail + ingest).
 2. Evaluation time against window rows (10k .. 10M): a 1h window (360 slices of 10s) and the
    default configuration (5m, 1h and 24h windows, all three evaluated, rows in the 24h window).
    Windows up to the current sample's size are filled with events through ``Exporter.ingest``;
@@ -24,7 +25,8 @@ negligible amount. ``COLUMN_SHIFT`` says which.
    ``Report([DataDriftPreset()]).run`` with default settings, against mlpulse's ``Exporter.evaluate``
    of a window holding the same 100k rows ("evaluate only": what the exporter pays per
    evaluation), against binning the 100k rows into counts with the profile's own binning plus the
-   evaluation ("bin + evaluate": a batch comparison from raw rows), and against ingesting the 100k
+   evaluation ("bin + evaluate": a batch comparison from raw rows, given the DataFrame's numpy
+   columns, ``Reference.count_columns``), and against ingesting the 100k
    events one by one plus the evaluation (the streaming path, for scale), with the per-column
    verdicts of Evidently, of mlpulse's defaults (PSI 0.2, chi-square alpha 0.01, BH) and of
    mlpulse with ``method="wasserstein"`` (Evidently's methods and thresholds). Rounds interleave
@@ -58,10 +60,12 @@ import pandas as pd
 
 from bench.machine import machine, main_with_json
 from bench.per_event import per_event_ingest
+from bench.per_line import PerLineTail
 from mlpulse import drift
 from mlpulse.bundle import save_bundle
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import Exporter
+from mlpulse.exporter.sources.files import _collector_paused
 from mlpulse.exporter.tail import EventTail
 from mlpulse.exporter.windows import PREDICTED_CLASS, Reference
 from mlpulse.profile import build_profile
@@ -237,14 +241,14 @@ def key_of(exporter: Exporter) -> tuple[str, str]:
 
 
 def bin_sample(ref: Reference, sample: Sample) -> tuple[np.ndarray, drift.Moments]:
-    """The count vector of a whole sample in the reference's layout, binned column by column with
-    the exporter's own batch binning (``Reference.bin_columns``, what its ingest runs)."""
-    columns = {n: (sample.frame[n].to_numpy(dtype=float) if ref.slots[n].kind == "numeric" else sample.frame[n].tolist())
-               for n in ref.schema.names}
-    positions, values = ref.bin_columns(columns, np.asarray(sample.score, dtype=float),
-                                        sample.cls if PREDICTED_CLASS in ref.slots else None)
-    vec = np.bincount(positions.ravel(), minlength=ref.width)
-    return vec, drift.Moments.from_values(values)
+    """The count vector of a whole sample in the reference's layout, counted column by column with
+    the exporter's batch binning (``Reference.count_columns``: ``bin_columns``, what its ingest
+    runs, counted). It gets what Evidently gets, the DataFrame, read as its numpy columns
+    (``frame[c].to_numpy()``: float64 with NaN, object with None)."""
+    columns = {n: sample.frame[n].to_numpy() for n in ref.schema.names}
+    counts, values = ref.count_columns(columns, np.asarray(sample.score, dtype=float),
+                                       sample.cls if PREDICTED_CLASS in ref.slots else None)
+    return counts, drift.Moments.from_values(values)
 
 
 def fill_bulk(exporter: Exporter, rows: int, vec: np.ndarray, moments: drift.Moments, seed: int) -> None:
@@ -312,6 +316,15 @@ def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def timed_cpu(fn: Callable[[], Any], cpu: list[float]) -> float:
+    """``timed``, also appending the process's CPU seconds to ``cpu``: "on one core" on a machine
+    whose cores are shared, where the wall time counts the other processes' turns too."""
+    c0 = time.process_time()
+    wall = timed(fn)
+    cpu.append(time.process_time() - c0)
+    return wall
 
 
 # -- Evidently --------------------------------------------------------------------------------------
@@ -414,44 +427,67 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: int) -> dict[str, Any]:
     n = len(events)
-    times: dict[str, list[float]] = {"per_event": [], "ingest": [], "tail": [], "tail+ingest": []}
+    times: dict[str, list[float]] = {"per_event": [], "ingest": [], "tail_per_line": [], "tail": [], "tail+ingest": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     for _ in range(rounds):
         exp = bench.exporter(ONE_WINDOW)
         # The previous path, one event at a time (bin_event), kept in the tests as the oracle.
-        times["per_event"].append(timed(lambda exp=exp: [per_event_ingest(exp.source, events[i:i + 10_000], NOW)
-                                                         for i in range(0, n, 10_000)]))
-        times["ingest"].append(timed(lambda exp=exp: [exp.source.ingest(events[i:i + 10_000]) for i in range(0, n, 10_000)]))
+        times["per_event"].append(timed_cpu(lambda exp=exp: [per_event_ingest(exp.source, events[i:i + 10_000], NOW)
+                                                             for i in range(0, n, 10_000)], cpu["per_event"]))
+        times["ingest"].append(timed_cpu(lambda exp=exp: [exp.source.ingest(events[i:i + 10_000])
+                                                          for i in range(0, n, 10_000)], cpu["ingest"]))
         assert exp.source.events["scored"] == n, exp.source.events
 
-        def tail_only() -> None:
-            with EventTail(str(bench.events_dir / "*.jsonl"), start="beginning") as tail:
+        def tail_only(cls: type[EventTail] = EventTail) -> None:
+            with cls(str(bench.events_dir / "*.jsonl"), start="beginning") as tail:
                 got = 0
                 while True:
-                    got += len(tail.poll())
+                    with _collector_paused():  # as the file source polls
+                        got += len(tail.poll())
                     if not tail.more:
                         break
             assert got == n, got
 
-        times["tail"].append(timed(tail_only))
+        # The previous tail (a line at a time) and the current one (a chunk's lines at once).
+        times["tail_per_line"].append(timed_cpu(lambda: tail_only(PerLineTail), cpu["tail_per_line"]))
+        times["tail"].append(timed_cpu(tail_only, cpu["tail"]))
         exp = bench.exporter(ONE_WINDOW, events=True)
-        times["tail+ingest"].append(timed(exp.poll))
+        times["tail+ingest"].append(timed_cpu(exp.poll, cpu["tail+ingest"]))
         assert exp.source.events["scored"] == n, exp.source.events
         exp.source.tail.close()
-    out = {"events": n, "rounds": rounds, "file_bytes": file_bytes, "seconds": times}
+    out = {"events": n, "rounds": rounds, "file_bytes": file_bytes, "seconds": times, "cpu_seconds": cpu}
     print(f"1. Ingest rate: {n:,} events, {len(WIDE_SCHEMA.names)} inputs each, median of {rounds} rounds")
-    print(f"   {'path':<44}{'events/s':>12}{'us/event':>10}{'MB/s':>8}")
+    print(f"   {'path':<44}{'events/s':>12}{'us/event':>10}{'MB/s':>8}{'per CPU s':>12}")
     labels = {"per_event": "per-event binning (the previous ingest)",
               "ingest": "Exporter.ingest (event dicts in memory)",
+              "tail_per_line": "the previous tail, a line at a time",
               "tail": "EventTail.poll only (read + orjson parse)",
               "tail+ingest": "Exporter.poll (EventTail.poll + ingest)"}
     for k, label in labels.items():
         s = median(times[k])
+        c = median(cpu[k])
         out[f"{k}_events_per_second"] = n / s
+        out[f"{k}_events_per_cpu_second"] = n / c
         mbs = f"{file_bytes / s / 1e6:8.1f}" if k.startswith("tail") else f"{'':>8}"
-        print(f"   {label:<44}{n / s:>12,.0f}{s / n * 1e6:>10.1f}{mbs}")
+        print(f"   {label:<44}{n / s:>12,.0f}{s / n * 1e6:>10.1f}{mbs}{n / c:>12,.0f}")
     out["decoders"] = measure_decoders((bench.events_dir / "predictions.jsonl").read_bytes().splitlines(), rounds)
     print()
     return out
+
+
+def typed_decoder(msgspec: Any) -> Any:
+    """A msgspec decoder typed for the bench's events: a struct holding only what the ingest reads,
+    the inputs a struct of this schema (numbers or null, texts or null), other fields skipped. What
+    a typed decoder would cost to decode; the exporter does not use one (docs/architecture.md)."""
+    model = msgspec.defstruct("Model", [("name", str), ("version", str)])
+    inputs = msgspec.defstruct("Inputs", [(f.name, (float | None) if f.kind == "numeric" else (str | None), None)
+                                          for f in WIDE_SCHEMA.features])
+    prediction = msgspec.defstruct("Prediction", [("value", float | None, None),
+                                                  ("cls", str | None, msgspec.field(default=None, name="class"))])
+    event = msgspec.defstruct("Event", [("event", str), ("ts", str, msgspec.field(name="@timestamp")),
+                                        ("model", model | None, None), ("inputs", inputs | None, None),
+                                        ("prediction", prediction | None, None)])
+    return msgspec.json.Decoder(event)
 
 
 def measure_decoders(lines: list[bytes], rounds: int) -> dict[str, float]:
@@ -464,21 +500,26 @@ def measure_decoders(lines: list[bytes], rounds: int) -> dict[str, float]:
         import msgspec
 
         decoders["msgspec (untyped)"] = msgspec.json.Decoder().decode
+        decoders["msgspec (typed)"] = typed_decoder(msgspec).decode
     except ImportError:
         pass
     out: dict[str, float] = {}
     for name, decode in decoders.items():
         for paused in (False, True):
-            best = []
+            best: list[float] = []
+            cpu: list[float] = []
             for _ in range(rounds):
                 if paused:
                     gc.disable()
                 try:
-                    best.append(timed(lambda decode=decode: [decode(line) for line in lines]))
+                    best.append(timed_cpu(lambda decode=decode: [decode(line) for line in lines], cpu))
                 finally:
                     gc.enable()
-            out[f"{name}{', collector paused' if paused else ''}"] = len(lines) / median(best)
-    print("   JSON decoders, lines/s: " + "; ".join(f"{k} {v:,.0f}" for k, v in out.items()))
+            label = f"{name}{', collector paused' if paused else ''}"
+            out[label] = len(lines) / median(best)
+            out[f"{label}, per CPU second"] = len(lines) / median(cpu)
+    print("   JSON decoders, lines/s (per CPU second): " + "; ".join(
+        f"{k} {v:,.0f} ({out[k + ', per CPU second']:,.0f})" for k, v in out.items() if not k.endswith("CPU second")))
     return out
 
 

@@ -46,6 +46,7 @@ REMEMBERED_MAX = 1024
 MALFORMED_KINDS = ("utf8", "json", "not_object")
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
+_loads = orjson.loads
 
 
 @dataclass
@@ -192,20 +193,26 @@ class EventTail:
         return out
 
     def _drain(self, f: _File, budget: int, out: list[dict[str, Any]]) -> int:
-        """Consume up to ``budget`` complete lines of one file, reading big chunks; lines consumed."""
+        """Consume up to ``budget`` complete lines of one file, reading big chunks; lines consumed.
+
+        The complete lines a chunk holds are split off at once and decoded together
+        (``_decode``); the position then moves past the last of them, so it is always the start
+        of the first line not consumed, whatever the number of lines taken."""
         consumed = 0
         while consumed < budget:
-            nl = f.buf.find(b"\n", f.pos)
-            if nl >= 0:
-                line = f.buf[f.pos : nl]
-                f.pos = nl + 1
-                f.offset += len(line) + 1
-                consumed += 1
-                self.stats.lines_read += 1
-                if len(line) > self.max_line_bytes:
-                    self.stats.oversize += 1
-                else:
-                    self._parse(line, out)
+            last = f.buf.rfind(b"\n", f.pos)
+            if last >= 0:
+                # At most the budget's lines (and the rest in one piece, dropped): a small budget
+                # does not split the whole buffer.
+                lines = f.buf[f.pos : last].split(b"\n", budget - consumed)
+                if len(lines) > budget - consumed:
+                    del lines[budget - consumed :]
+                size = sum(map(len, lines)) + len(lines)  # with their newlines
+                f.pos += size
+                f.offset += size
+                consumed += len(lines)
+                self.stats.lines_read += len(lines)
+                self._decode(lines, out)
                 continue
             pending = len(f.buf) - f.pos
             if pending > self.max_line_bytes:  # drop it now rather than hold a huge line in memory
@@ -230,9 +237,34 @@ class EventTail:
             f.pos = 0
         return consumed
 
+    def _decode(self, lines: list[bytes], out: list[dict[str, Any]]) -> None:
+        """Decode complete lines into ``out``: all at once with orjson when none is too long, then
+        objects kept; should any line fail, the lines are taken again one by one (``_parse``), so
+        blank, malformed and oversize lines are told apart and counted exactly as line by line."""
+        if max(map(len, lines)) <= self.max_line_bytes:
+            try:
+                events = [_loads(line) for line in lines]
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if all(type(e) is dict for e in events):
+                    out += events
+                else:
+                    for e in events:
+                        if type(e) is dict:
+                            out.append(e)
+                        else:
+                            self.stats.malformed["not_object"] += 1
+                return
+        for line in lines:
+            if len(line) > self.max_line_bytes:
+                self.stats.oversize += 1
+            else:
+                self._parse(line, out)
+
     def _parse(self, line: bytes, out: list[dict[str, Any]]) -> None:
         try:
-            event = orjson.loads(line)
+            event = _loads(line)
         except orjson.JSONDecodeError:
             if not line.strip():
                 return  # blank line

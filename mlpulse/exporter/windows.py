@@ -72,6 +72,11 @@ class Reference:
         self._features = [self.slots[f] for f in schema.names]
         self._prediction = self.slots[PREDICTION]
         self._predicted_class = self.slots.get(PREDICTED_CLASS)
+        # Prepared once: each numeric slot's edges as an array, each categorical slot's vector
+        # position of every category and of null (``_categorical_positions``).
+        self._edges = {s.name: np.asarray(s.edges, dtype=float) for s in self.slots.values() if s.kind == "numeric"}
+        self._positions = {s.name: {**{c: s.offset + i for c, i in s.lookup.items()}, None: s.missing}
+                           for s in self.slots.values() if s.kind == "categorical"}
 
     def bin_rows(self, inputs: Sequence[dict[str, Any]], scores: Sequence[Any], classes: Sequence[Any]
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -83,20 +88,77 @@ class Reference:
         """The vector positions to increment for n rows given as columns (raw values as the events
         hold them, or numpy arrays), one column of positions per slot: (n, slots) int64; and the
         scores as floats (NaN where there is no number). Exactly what ``bin_event`` gives row by
-        row, in numpy: one searchsorted per numeric slot, one dict lookup per categorical value."""
+        row, in numpy: one searchsorted per numeric slot, one dict lookup per categorical value
+        (``_categorical_positions``)."""
         n = len(scores)
-        out = np.empty((n, len(self._features) + 1 + (self._predicted_class is not None)), dtype=np.int64)
+        # Fortran order: each slot's positions are written to contiguous memory.
+        out = np.empty((n, len(self._features) + 1 + (self._predicted_class is not None)), dtype=np.int64, order="F")
         for j, slot in enumerate(self._features):
             column = columns[slot.name]
             if slot.kind == "numeric":
-                out[:, j] = _numeric_positions(slot, _as_floats(column))
+                out[:, j] = self._numeric_positions(slot, _as_floats(column))
             else:
-                out[:, j] = _categorical_positions(slot, column)
+                out[:, j] = self._categorical_positions(slot, column)
         x = _as_floats(scores)
-        out[:, len(self._features)] = _numeric_positions(self._prediction, x)
+        out[:, len(self._features)] = self._numeric_positions(self._prediction, x)
         if self._predicted_class is not None:
-            out[:, -1] = _categorical_positions(self._predicted_class, classes if classes is not None else [None] * n)
+            out[:, -1] = self._categorical_positions(self._predicted_class, classes if classes is not None else [None] * n)
         return out, x
+
+    def count_columns(self, columns: dict[str, Sequence[Any]], scores: Sequence[Any], classes: Sequence[Any] | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The count vector of n rows given as ``bin_columns`` takes them, all in one slice: exactly
+        ``np.bincount(bin_columns(...)[0].ravel(), minlength=width)``, and the scores as floats.
+        For a batch comparison from raw rows (no time slices): a numeric slot's counts come from
+        its values sorted once and its edges located in them (``_numeric_counts``), cheaper than
+        locating every value among the edges."""
+        n = len(scores)
+        counts = np.zeros(self.width, dtype=np.int64)
+        for slot in self._features:
+            column = columns[slot.name]
+            if slot.kind == "numeric":
+                self._numeric_counts(slot, _as_floats(column), counts)
+            else:
+                counts += np.bincount(self._categorical_positions(slot, column), minlength=self.width)
+        x = _as_floats(scores)
+        self._numeric_counts(self._prediction, x, counts)
+        if self._predicted_class is not None:
+            column = classes if classes is not None else [None] * n
+            counts += np.bincount(self._categorical_positions(self._predicted_class, column), minlength=self.width)
+        return counts, x
+
+    def _numeric_positions(self, slot: Slot, x: np.ndarray) -> np.ndarray:
+        positions = np.searchsorted(self._edges[slot.name], x, side="right")
+        positions += slot.offset
+        positions[np.isnan(x)] = slot.missing
+        return positions
+
+    def _numeric_counts(self, slot: Slot, x: np.ndarray, counts: np.ndarray) -> None:
+        """Add to ``counts`` the bins of ``x`` (``_numeric_positions``, counted): bin i holds the
+        values v with e[i-1] <= v < e[i], i.e. (values below e[i]) - (values below e[i-1]); NaN
+        sorts last and is missing; -inf and inf are in the outermost bins, as row by row."""
+        ordered = np.sort(x)
+        present = len(ordered) - int(np.count_nonzero(np.isnan(x)))
+        below = np.searchsorted(ordered[:present], self._edges[slot.name], side="left")
+        counts[slot.offset: slot.offset + slot.nbins] += np.diff(np.r_[0, below, present])
+        counts[slot.missing] += len(ordered) - present
+
+    def _categorical_positions(self, slot: Slot, column: Sequence[Any]) -> np.ndarray:
+        """One C-level dict lookup per value (texts and null); whatever the lookup does not know is
+        then placed one by one: a text in the unseen bin, anything else (a number, a boolean, NaN)
+        as missing. A column with unhashable values (lists, objects) goes down the per-value path."""
+        if isinstance(column, np.ndarray):
+            column = column.tolist()  # iterating a list is faster than an object array
+        get = self._positions[slot.name].get
+        try:
+            positions = np.fromiter(map(get, column, itertools.repeat(-1)), dtype=np.int64, count=len(column))
+        except TypeError:  # an unhashable value
+            return np.fromiter((_position(slot, v) for v in column), dtype=np.int64, count=len(column))
+        unknown = np.flatnonzero(positions < 0)
+        if unknown.size:
+            unseen = slot.offset + slot.nbins - 1
+            positions[unknown] = [unseen if isinstance(column[i], str) else slot.missing for i in unknown.tolist()]
+        return positions
 
     def bin_event(self, inputs: dict[str, Any], score: Any, cls: Any, out: list[int]) -> None:
         """Append to ``out`` the vector positions to increment for one scored event (the per-event
@@ -109,7 +171,6 @@ class Reference:
 
 
 _NUMBER_TYPES = frozenset((int, float, type(None)))
-_CATEGORY_TYPES = frozenset((str, type(None)))
 
 
 def _number(value: Any) -> float:
@@ -126,21 +187,6 @@ def _as_floats(column: Sequence[Any]) -> np.ndarray:
     if set(map(type, column)) <= _NUMBER_TYPES:  # JSON numbers and nulls: numpy converts None to NaN
         return np.array(column, dtype=float).reshape(len(column))
     return np.fromiter(map(_number, column), dtype=float, count=len(column))
-
-
-def _numeric_positions(slot: Slot, x: np.ndarray) -> np.ndarray:
-    edges = np.asarray(slot.edges, dtype=float)
-    return np.where(np.isnan(x), slot.missing, slot.offset + np.searchsorted(edges, x, side="right"))
-
-
-def _categorical_positions(slot: Slot, column: Sequence[Any]) -> np.ndarray:
-    unseen = slot.offset + slot.nbins - 1
-    lookup = {c: slot.offset + i for c, i in slot.lookup.items()}
-    if set(map(type, column)) <= _CATEGORY_TYPES:  # texts and nulls: one C-level dict lookup each
-        get = {**lookup, None: slot.missing}.get
-        return np.fromiter(map(get, column, itertools.repeat(unseen)), dtype=np.int64, count=len(column))
-    return np.fromiter((lookup.get(v, unseen) if isinstance(v, str) else slot.missing for v in column),
-                       dtype=np.int64, count=len(column))
 
 
 def _position(slot: Slot, value: Any) -> int:

@@ -130,3 +130,82 @@ def test_bin_columns_takes_numpy_columns_as_the_events_hold_them(bundle_dir, tmp
     for r, s, c in zip(rows, scores, classes):
         ref.bin_event(r, s, c, expected)
     assert np.array_equal(np.sort(from_rows.ravel()), np.sort(np.asarray(expected)))
+
+
+def hostile_columns(n, seed):
+    """Columns as a batch comparison hands them over (numpy arrays of a DataFrame, or lists), holding
+    every value the binning must place: NaN, infinities, null, booleans, numbers as text, texts as
+    numbers, unseen categories, unhashable values."""
+    rng = np.random.default_rng(seed)
+    frame = generate(n, seed=seed)
+    columns = {}
+    for k, spec in enumerate(SCHEMA.features):
+        values = frame[spec.name].to_numpy()
+        if spec.kind == "numeric":
+            x = values.astype(float)
+            x[rng.random(n) < 0.05] = np.nan
+            x[rng.random(n) < 0.01] = np.inf
+            x[rng.random(n) < 0.01] = -np.inf
+            x[rng.random(n) < 0.02] = (spec.maximum or 0) * 10 + 1
+            kind = k % 4
+            if kind == 0:  # float64, what a DataFrame's numeric column gives
+                columns[spec.name] = x
+            elif kind == 1:  # float32 and whole numbers as int64
+                columns[spec.name] = x.astype(np.float32) if np.isnan(x).any() else x.astype(np.int64)
+            elif kind == 2:  # an object column with everything JSON can hold
+                obj = x.astype(object)
+                for i in np.flatnonzero(rng.random(n) < 0.1):
+                    obj[i] = [None, True, False, "12", "", 10**15, -5, 3.5][i % 8]
+                columns[spec.name] = obj
+            else:  # the same as a list, with unhashable values too
+                obj = [None if v != v else v for v in x.tolist()]
+                for i in np.flatnonzero(rng.random(n) < 0.1):
+                    obj[i] = [None, True, "12", [], {}, 7][i % 6]
+                columns[spec.name] = obj
+        else:
+            obj = values.astype(object)
+            for i in np.flatnonzero(rng.random(n) < 0.1):
+                obj[i] = [None, "unseen", "", 1, 1.0, True, float("nan"), spec.categories[0].upper()][i % 8]
+            kind = k % 4
+            if kind == 0:
+                columns[spec.name] = obj
+            elif kind == 1:  # fixed-width text, as numpy gives it
+                columns[spec.name] = np.array([v if isinstance(v, str) else "other" for v in obj.tolist()])
+            elif kind == 2:
+                columns[spec.name] = obj.tolist() + []
+                columns[spec.name][::97] = [[]] * len(columns[spec.name][::97])  # unhashable
+            else:
+                columns[spec.name] = np.zeros(n, dtype=np.int64)  # numbers for categories
+    scores = rng.random(n)
+    scores[::13] = np.nan
+    scores[::29] = np.inf
+    classes = np.array(["default", "no_default", "other", None, 1], dtype=object)[rng.integers(0, 5, n)]
+    return columns, scores, classes
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_numpy_columns_bin_and_count_as_the_per_value_path(bundle_dir, tmp_path, seed):
+    """``bin_columns`` and ``count_columns`` on numpy columns (and lists) of hostile values give what
+    ``bin_event`` gives value by value on the same values as Python objects."""
+    exp = exporter_for(bundle_dir, tmp_path)
+    ref = exp.references[KEY]
+    n = 2000
+    columns, scores, classes = hostile_columns(n, seed)
+    as_python = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in columns.items()}
+    expected = []
+    for i in range(n):
+        ref.bin_event({k: v[i] for k, v in as_python.items()}, scores.tolist()[i], classes.tolist()[i], expected)
+    expected = np.asarray(expected).reshape(n, -1)
+
+    positions, values = ref.bin_columns(columns, scores, classes)
+    assert np.array_equal(positions, expected)
+    counts, values2 = ref.count_columns(columns, scores, classes)
+    assert np.array_equal(counts, np.bincount(expected.ravel(), minlength=ref.width))
+    np.testing.assert_array_equal(values, scores)
+    np.testing.assert_array_equal(values2, scores)
+    # The hostile values did land everywhere: missing counted in nearly every slot, the unseen bins and
+    # both outermost numeric bins (infinities) in most.
+    slots = list(ref.slots.values())
+    assert sum(counts[s.missing] > 0 for s in slots) >= len(slots) - 2  # fixed-width text has no null
+    assert sum(counts[s.offset + s.nbins - 1] > 0 for s in slots if s.kind == "categorical") >= 2
+    assert sum(counts[s.offset] > 0 and counts[s.offset + s.nbins - 1] > 0 for s in slots if s.kind == "numeric") >= 4
