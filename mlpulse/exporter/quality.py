@@ -217,23 +217,50 @@ class Join:
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def joined(self, key: Key, since: float) -> tuple[int, list[list[Any]]]:
-        """Predictions of ``key`` made after ``since``: how many are held, and the labelled ones."""
-        n, labelled = 0, []
-        for entry in reversed(self.held.values()):  # newest first: stop at the window's start
-            if entry[0] <= since:
-                break
-            if entry[1] == key:
-                n += 1
-                if entry[3] is not None:
-                    labelled.append(entry)
-        return n, labelled
+    def in_windows(self, now: float) -> dict[Key, list[tuple[int, list[list[Any]]]]]:
+        """Per model version and window (``self.windows``' order): the predictions made in it that
+        are held, and the labelled ones. One walk over the held predictions, newest first, stopping
+        at the longest window's start, whatever the number of windows and versions."""
+        starts = [now - w for w in self.windows]  # shortest window first: latest start first
+        # per key: predictions and labelled entries first seen in window i (not in a shorter one)
+        counts: dict[Key, list[int]] = {}
+        labels: dict[Key, list[list[list[Any]]]] = {}
+        i, start, last = 0, starts[0], len(starts) - 1
+        per = lab = None
+        seen = None
+        for entry in reversed(self.held.values()):
+            ts = entry[0]
+            if ts <= start:
+                while i <= last and ts <= starts[i]:
+                    i += 1
+                if i > last:
+                    break
+                start = starts[i]
+            key = entry[1]
+            if key != seen:
+                if key not in counts:
+                    counts[key], labels[key] = [0] * len(starts), [[] for _ in starts]
+                per, lab, seen = counts[key], labels[key], key
+            per[i] += 1
+            if entry[3] is not None:
+                lab[i].append(entry)
+        out: dict[Key, list[tuple[int, list[list[Any]]]]] = {}
+        for key, per in counts.items():
+            n, labelled, rows = 0, [], []
+            for c, ls in zip(per, labels[key]):  # a window holds what its shorter ones hold
+                n += c
+                labelled = labelled + ls
+                rows.append((n, labelled))
+            out[key] = rows
+        return out
 
     def evaluate(self, now: float, window_label) -> None:
         from mlpulse.quality.realized import realized
 
         self.expire(now)
         out: list[tuple[str, dict[str, str], float]] = []
+        held = self.in_windows(now)
+        none = [(0, [])] * len(self.windows)
         for key, m in self.models.items():
             mv = {"model": key[0], "version": key[1]}
             for b in m.baseline:
@@ -241,8 +268,7 @@ class Join:
                 if value is not None:
                     out.append(("mlpulse_quality_baseline", {**mv, "metric": str(b.get("metric")),
                                                              "class": str(b.get("class", ""))}, value))
-            for w in self.windows:
-                n, labelled = self.joined(key, now - w)
+            for w, (n, labelled) in zip(self.windows, held.get(key, none)):
                 base = {**mv, "window": window_label(w)}
                 out.append(("mlpulse_quality_labelled", base, float(len(labelled))))
                 if n:

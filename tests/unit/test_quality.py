@@ -277,3 +277,35 @@ def test_an_old_bundle_without_a_baseline_still_loads(bundle_dir, tmp_path, serv
     exp.evaluate(NOW)
     got, m = realized_series(exp, "5m")
     assert got and not any(name == "mlpulse_quality_baseline" for name, _ in m)
+
+
+def test_one_walk_gives_every_version_and_window_what_a_walk_per_window_gives():
+    """``Join.in_windows`` walks the held predictions once for all versions and windows; each
+    (version, window) must get what walking for it alone gives (newest first, stopping at the
+    first prediction older than the window's start), with predictions arriving slightly out of order."""
+    from mlpulse.exporter.quality import Join
+
+    rng = np.random.default_rng(5)
+    join = Join([300, 3600, 86400], min_labels=1, horizon=30 * 86400, max_predictions=10 ** 6, max_pending=10)
+    keys = [("a", "1"), ("a", "2"), ("b", "1")]
+    now = 1e9
+    for i, ts in enumerate(np.sort(rng.uniform(now - 2 * 86400, now, 5000)) + rng.normal(0, 20, 5000)):
+        label = "x" if rng.random() < 0.3 else None
+        join.held[(f"r{i}", 0)] = [float(ts), keys[int(rng.integers(3))], ("x", None), label, 0.0]
+
+    def walk(key, since):
+        n, labelled = 0, []
+        for entry in reversed(join.held.values()):
+            if entry[0] <= since:
+                break
+            if entry[1] == key:
+                n += 1
+                labelled += [entry] if entry[3] is not None else []
+        return n, labelled
+
+    got = join.in_windows(now)
+    for key in keys:
+        for w, (n, labelled) in zip(join.windows, got[key]):
+            want_n, want_labelled = walk(key, now - w)
+            assert n == want_n and n > 0
+            assert sorted(map(id, labelled)) == sorted(map(id, want_labelled))
