@@ -22,17 +22,19 @@ venv: $(VENV)/.installed
 # Prometheus, Alertmanager, Chromium and kubectl from Debian, for the tests (needs root or sudo).
 # Chromium opens the drift report in the tests (no console error, no request, a screenshot).
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v chromium >/dev/null; then \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager chromium >/dev/null; \
-	fi
 	@# kubectl renders the Kubernetes manifests offline (kubectl kustomize; docs/kubernetes.md). A kubectl
-	@# already on PATH is kept; otherwise Debian's kubernetes-client (kubectl 1.20).
-	@if ! command -v kubectl >/dev/null; then \
+	@# already on PATH is kept; otherwise Debian's kubernetes-client (kubectl 1.20). debootstrap makes the
+	@# local Debian base of the compose stack test's images, where a Docker engine is installed.
+	@need=""; \
+	for pair in promtool:prometheus amtool:prometheus-alertmanager chromium:chromium kubectl:kubernetes-client; do \
+		command -v $${pair%%:*} >/dev/null || need="$$need $${pair#*:}"; \
+	done; \
+	if command -v docker >/dev/null && ! command -v debootstrap >/dev/null; then need="$$need debootstrap"; fi; \
+	if [ -n "$$need" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "system-deps: apt-get install$$need"; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$need >/dev/null; \
 	fi
 
 $(BUNDLE)/metadata.json: | venv
