@@ -30,6 +30,7 @@ from typing import Any
 from mlpulse.events import WRITE_ERROR_CAUSES
 from mlpulse.metrics import bins
 from mlpulse.profile import histogram_buckets
+from mlpulse.quality import estimate
 from mlpulse.quality.realized import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from mlpulse.schema import REASONS, FeatureSchema, OutputSpec
 
@@ -72,12 +73,15 @@ class Budget:
             raise ValueError("max_series and max_classes must be at least 1")
 
 
-def quality_metrics(output: OutputSpec) -> int:
+def quality_metrics(output: OutputSpec, estimated: bool = False) -> int:
     """Quality (metric, class) pairs of a version at most: whole-model metrics plus precision,
-    recall and f1 per class (``mlpulse.quality.realized``)."""
+    recall and f1 per class, realized (``mlpulse.quality.realized``) or estimated without labels
+    (``mlpulse.quality.estimate``, fewer metrics)."""
+    classification, regression = ((estimate.CLASSIFICATION_METRICS, estimate.REGRESSION_METRICS) if estimated
+                                  else (CLASSIFICATION_METRICS, REGRESSION_METRICS))
     if output.task == "regression":
-        return len(REGRESSION_METRICS)
-    return len(CLASSIFICATION_METRICS) - 3 + 3 * len(output.classes)
+        return len(regression)
+    return len(classification) - 3 + 3 * len(output.classes)
 
 
 def service_series(schema: FeatureSchema, output: OutputSpec, profile: Mapping[str, Any], libraries: int,
@@ -110,9 +114,9 @@ def exporter_series(schema: FeatureSchema, output: OutputSpec, profile: Mapping[
     numeric = sum(1 for f in schema.names if profile["features"][f]["kind"] == "numeric")
     numeric += profile["prediction"]["kind"] == "numeric"
     categorical = len(schema.names) + 1 - numeric + ("predicted_class" in profile)
-    k = quality_metrics(output)
+    k, k_estimated = quality_metrics(output), quality_metrics(output, estimated=True)
     n = windows * (NUMERIC_SLOT * numeric + CATEGORICAL_SLOT * categorical + PER_WINDOW)
-    n += 3 * windows * k + k  # label-free estimate with its band, and its holdout reference
+    n += (3 * windows + 1) * k_estimated  # label-free estimate with its band, and its holdout reference
     if quality_windows:
         n += quality_windows * (k + 2) + k  # realized, labelled, labelled ratio; baseline
         n += DELAY_SAMPLES + 1  # label delay histogram, last label timestamp

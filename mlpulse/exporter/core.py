@@ -11,6 +11,7 @@ the source.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -32,6 +33,14 @@ from mlpulse.quality.estimate import EstimatorError, load_for_bundle, reference_
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]  # (model name, version)
+
+
+def _seconds(iso: str) -> float:
+    """``trained_at`` as Unix seconds, so offsets and formats compare as instants; -inf if unreadable."""
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp()
+    except (TypeError, ValueError):
+        return -math.inf
 
 
 @dataclass
@@ -126,7 +135,7 @@ class Exporter:
         for key in trained:
             by_model.setdefault(key[0], []).append(key)
         for keys in by_model.values():
-            keys.sort(key=lambda k: (trained[k], k[1]), reverse=True)
+            keys.sort(key=lambda k: (_seconds(trained[k]), k[1]), reverse=True)
             for key in keys[self.config.max_versions_per_model:]:
                 self.retired.add(key)
                 found.pop(key, None)

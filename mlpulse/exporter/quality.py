@@ -221,6 +221,8 @@ class Join:
         """Per model version and window (``self.windows``' order): the predictions made in it that
         are held, and the labelled ones. One walk over the held predictions, newest first, stopping
         at the longest window's start, whatever the number of windows and versions."""
+        if not self.windows:
+            return {}
         starts = [now - w for w in self.windows]  # shortest window first: latest start first
         # per key: predictions and labelled entries first seen in window i (not in a shorter one)
         counts: dict[Key, list[int]] = {}

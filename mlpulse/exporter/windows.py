@@ -173,11 +173,20 @@ class Reference:
 _NUMBER_TYPES = frozenset((int, float, type(None)))
 
 
+def _float(value: int | float) -> float:
+    """A JSON number as a float; an integer beyond the float range is that infinity (JSON allows
+    any integer, and the service accepts what its schema lets through)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _number(value: Any) -> float:
     """A raw value as ``_position`` reads a number: NaN for anything that is not one."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
-    return float(value)
+    return _float(value)
 
 
 def _as_floats(column: Sequence[Any]) -> np.ndarray:
@@ -185,7 +194,10 @@ def _as_floats(column: Sequence[Any]) -> np.ndarray:
     if isinstance(column, np.ndarray) and column.dtype.kind in "fiu":
         return column.astype(float)
     if set(map(type, column)) <= _NUMBER_TYPES:  # JSON numbers and nulls: numpy converts None to NaN
-        return np.array(column, dtype=float).reshape(len(column))
+        try:
+            return np.array(column, dtype=float).reshape(len(column))
+        except OverflowError:  # an integer beyond the float range: the exact path below
+            pass
     return np.fromiter(map(_number, column), dtype=float, count=len(column))
 
 
@@ -195,7 +207,7 @@ def _position(slot: Slot, value: Any) -> int:
     if slot.kind == "numeric":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return slot.missing  # a scored event has numbers here; anything else cannot be binned
-        v = float(value)
+        v = _float(value)
         if v != v:
             return slot.missing
         return slot.offset + bisect.bisect_right(slot.edges, v)

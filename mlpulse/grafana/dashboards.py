@@ -488,8 +488,8 @@ def deployment_annotation() -> Json:
             unless on (model, version)
             max by (model, version) (max_over_time(mlpulse_model_info{model=~"$model"}[1h] offset 5m))
         """),
-        "titleFormat": "{{model}} {{model}} {{version}} deployed",
-        "textFormat": "Version {{model}} {{version}} is served and was not in the hour before",
+        "titleFormat": "{{model}} {{version}} deployed",
+        "textFormat": "{{model}} {{version}} is served and was not in the hour before",
         "tagKeys": "model,version", "useValueForTime": False,
     }
 

@@ -326,8 +326,10 @@ class Scorer:
         out, events = [], []
         n = len(records)
         self.metrics.observe_missing_batch([c.values for c in checked])
-        # The same values the exporter reads back from the events: fields, answered score, class text.
-        self.metrics.observe_bins(records, [a.get("value") for a in answers], texts)
+        if self.metrics.bins is not None:
+            # The record's fields as received (the events may mask or drop some: docs/prometheus-drift.md),
+            # the answered score and the class text, binned as the exporter bins them.
+            self.metrics.observe_bins(records, [a.get("value") for a in answers], texts)
         for i, (rec, c, answer, text) in enumerate(zip(records, checked, answers, texts)):
             # The event keeps the class as its text (one keyword in the index, one key for the
             # exporter); the client gets the label as the model reports it.

@@ -101,6 +101,7 @@ def hostile_records(n: int, seed: int) -> list[dict]:
             rec["credit_utilization"] = True
         else:
             rec["debt_to_income"] = 1e308 * (1 if i % 2 else -1)
+            rec["loan_amount"] = 10 ** 400 * (1 if i % 16 == 7 else -1)  # JSON allows it; no float holds it
         out.append(rec)
     return out
 

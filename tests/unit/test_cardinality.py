@@ -82,11 +82,15 @@ def test_exporter_series_reach_the_bound_and_hostile_events_add_none(bundle_dir,
     exp = exporter_for(bundle_dir, tmp_path)
     _, schema, output, profile = load_reference(bundle_dir)
     bound = cardinality.exporter_series(schema, output, profile, windows=3, quality_windows=4)
-    drift_bound = cardinality.exporter_series(schema, output, profile, windows=3, quality_windows=0) - 1 - (
-        3 * 3 + 1) * cardinality.quality_metrics(output)
+    estimated = (3 * 3 + 1) * cardinality.quality_metrics(output, estimated=True)
+    drift_bound = cardinality.exporter_series(schema, output, profile, windows=3, quality_windows=0) - 1 - estimated
     exp.source.ingest(events(model, 3000, seed=1))
     m = scrape(exp)
     assert version_series(m, **{"name": "credit-default", "version": "1.0.0"}, prefixes=DRIFT_FAMILIES) == drift_bound
+    # The estimate's holdout values: one per estimated (metric, class), the unit of its share of the
+    # bound (these events carry no probabilities, so no window is estimated).
+    assert version_series(m, "credit-default", "1.0.0", prefixes=("mlpulse_quality_estimated",)) == \
+        cardinality.quality_metrics(output, estimated=True) == 2 + 3 * len(output.classes)
     full = version_series(m, "credit-default", "1.0.0")
     assert full <= bound
     total = len(m)

@@ -155,12 +155,12 @@ def hostile_columns(n, seed):
             elif kind == 2:  # an object column with everything JSON can hold
                 obj = x.astype(object)
                 for i in np.flatnonzero(rng.random(n) < 0.1):
-                    obj[i] = [None, True, False, "12", "", 10**15, -5, 3.5][i % 8]
+                    obj[i] = [None, True, False, "12", "", 10**15, -(10**400), 3.5][i % 8]
                 columns[spec.name] = obj
             else:  # the same as a list, with unhashable values too
                 obj = [None if v != v else v for v in x.tolist()]
                 for i in np.flatnonzero(rng.random(n) < 0.1):
-                    obj[i] = [None, True, "12", [], {}, 7][i % 6]
+                    obj[i] = [None, True, "12", [], {}, 10**400][i % 6]
                 columns[spec.name] = obj
         else:
             obj = values.astype(object)
