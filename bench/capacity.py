@@ -480,7 +480,14 @@ def measure_prometheus(work: Path, service_body: str, exporter_body: str, quick:
                                work / f"prometheus-{models}.log")
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/-/ready", 60, proc.popen, auth=web.auth)
-            time.sleep(3 * PROM_INTERVAL)  # every target scraped, series created
+            # Every target scraped once, so the head holds the bodies' series once per model; on a
+            # loaded machine the first scrapes of the largest size can take longer than a few intervals.
+            expected = models * per_model
+            time.sleep(3 * PROM_INTERVAL)
+            deadline = time.monotonic() + 30
+            while (metric(scrape(f"{url}/metrics", web.auth), "prometheus_tsdb_head_series") < expected
+                   and time.monotonic() < deadline):
+                time.sleep(PROM_INTERVAL)
             pid = proc.popen.pid
             m0, c0, t0 = scrape(f"{url}/metrics", web.auth), cpu_seconds(pid), time.monotonic()
             time.sleep(measure)
@@ -491,8 +498,10 @@ def measure_prometheus(work: Path, service_body: str, exporter_body: str, quick:
                          "head_series": metric(m1, "prometheus_tsdb_head_series"),
                          "samples_per_s": appended / (t1 - t0), "cpu_per_s": (c1 - c0) / (t1 - t0),
                          "rss_bytes": rss_bytes(pid), "heap_inuse_bytes": metric(m1, "go_memstats_heap_inuse_bytes"),
-                         # every target scraped: the head holds the bodies' series once per model
-                         "expected_series": models * per_model})
+                         "expected_series": expected,
+                         # a scrape that timed out appends nothing: the samples/s fall short of
+                         # expected / interval and the targets down say why
+                         "targets_up": targets_up(url, web.auth)})
             proc.stop()
             stack.processes.remove(proc)
     xs = [r["head_series"] for r in runs]
@@ -503,6 +512,16 @@ def measure_prometheus(work: Path, service_body: str, exporter_body: str, quick:
         out["cpu_per_ksamples"] = slope([r["samples_per_s"] / 1000 for r in runs], [r["cpu_per_s"] for r in runs])
         out["cpu_per_ksamples_mean"] = statistics.fmean(r["cpu_per_s"] / (r["samples_per_s"] / 1000) for r in runs)
     return out
+
+
+def targets_up(url: str, auth: tuple[str, str]) -> float:
+    """Targets whose last scrape succeeded (``sum(up)``, from Prometheus's query API)."""
+    import requests
+
+    r = requests.get(f"{url}/api/v1/query", params={"query": "sum(up)"}, auth=auth, timeout=10)
+    r.raise_for_status()
+    result = r.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
 
 
 def per_slot_window(families: dict[str, list[dict[str, str]]]) -> dict[str, float]:
@@ -656,6 +675,7 @@ def report(r: dict[str, Any]) -> None:
         for x in p["runs"]:
             print(f"   {x['models']:>4} models ({x['targets']} targets): {x['head_series']:>9,.0f} series "
                   f"(expected {x.get('expected_series', float('nan')):,.0f}), "
+                  f"{x.get('targets_up', float('nan')):.0f} targets up, "
                   f"{x['samples_per_s']:>9,.0f} samples/s, CPU {x['cpu_per_s']:.3f} s/s, RSS {_b(x['rss_bytes'])}, "
                   f"heap {_b(x['heap_inuse_bytes'])}")
         if "bytes_per_series_rss" in p:
