@@ -558,6 +558,31 @@ def per_worker(families: dict[str, list[dict[str, str]]]) -> int:
     return sum(len(v) for v in families.values() if any("pid" in labels for labels in v))
 
 
+def model_labelled(families: dict[str, list[dict[str, str]]]) -> int:
+    """Series of the families that carry a ``model`` label: what the label budget counts
+    (``mlpulse.cardinality``); the HTTP and per-worker process families carry none."""
+    return sum(len(v) for v in families.values() if any("model" in labels for labels in v))
+
+
+def cardinality_bounds(bundle: Path) -> dict[str, int]:
+    """``mlpulse.cardinality``'s series for the bundle, as the service and the exporter compute
+    them at start-up with their defaults (feedback endpoint on, the default windows)."""
+    from mlpulse import cardinality
+    from mlpulse.bundle import load_reference
+    from mlpulse.exporter.config import ExporterConfig
+    from mlpulse.serving.app import REQUEST_ERROR_REASONS
+    from mlpulse.serving.feedback import FEEDBACK_REFUSE_REASONS
+
+    meta, schema, output, profile = load_reference(str(bundle))
+    libraries = len(meta.get("libraries") or {})
+    service = {tag: cardinality.service_series(schema, output, profile, libraries, len(REQUEST_ERROR_REASONS),
+                                               len(FEEDBACK_REFUSE_REASONS), bin_metrics=tag == "bins")
+               for tag in ("plain", "bins")}
+    exporter = cardinality.exporter_series(schema, output, profile, len(ExporterConfig.windows.split(",")),
+                                           len(ExporterConfig.quality_windows.split(",")))
+    return {"service_plain": service["plain"], "service_bins": service["bins"], "exporter": exporter}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench.machine import machine
 
@@ -586,6 +611,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         column["by_dims"] = by_dims(column["split"])
         column["series"] = sum(f["series"] for f in column["split"].values())
         column["series_per_worker"] = per_worker(fams) / WORKERS
+        column["model_labelled"] = model_labelled(fams)
     fams = families_of(exporter.pop("body"))
     exporter["split"] = split_series(fams)
     exporter["by_dims"] = by_dims(exporter["split"])
@@ -595,7 +621,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     exporter["series_fixed"] = exporter["series"] - exporter["series_per_model"]
     exporter["per_slot_window"] = per_slot_window(fams)
     result.update(service=service, exporter=exporter, elasticsearch_source=es, prometheus=prom,
-                  reference=reference_layout(bundle))
+                  reference=reference_layout(bundle), cardinality=cardinality_bounds(bundle))
     plain = service["plain"]
     if "cpu_per_ksamples" in prom:
         inputs = Inputs(
@@ -632,6 +658,9 @@ def report(r: dict[str, Any]) -> None:
     for tag, col in r["service"].items():
         print(f"\nService series ({tag}: {WORKERS} workers): {col['series']} "
               f"({col['series_per_worker']:.0f} per worker)")
+        if "model_labelled" in col and "cardinality" in r:
+            print(f"   model-labelled {col['model_labelled']} (mlpulse.cardinality.service_series: "
+                  f"{r['cardinality']['service_' + tag]}), not model-labelled {col['series'] - col['model_labelled']}")
         for dims, n in col["by_dims"].items():
             print(f"   {dims:<22}{n:>7}")
     for name, f in r["service"]["plain"]["split"].items():
@@ -643,6 +672,8 @@ def report(r: dict[str, Any]) -> None:
               f"{x['counters_per_slice']} counters per slice")
     e = r["exporter"]
     print(f"\nExporter series: {e['series']} ({e['series_per_model']} per model version, {e['series_fixed']} per process)")
+    if "cardinality" in r:
+        print(f"   mlpulse.cardinality.exporter_series (its upper bound): {r['cardinality']['exporter']}")
     for dims, n in e["by_dims"].items():
         print(f"   {dims:<22}{n:>7}")
     for kind, x in e.get("per_slot_window", {}).items():
