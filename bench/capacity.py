@@ -480,7 +480,14 @@ def measure_prometheus(work: Path, service_body: str, exporter_body: str, quick:
                                work / f"prometheus-{models}.log")
             url = f"http://127.0.0.1:{port}"
             wait_http(f"{url}/-/ready", 60, proc.popen, auth=web.auth)
-            time.sleep(3 * PROM_INTERVAL)  # every target scraped, series created
+            # Every target scraped once, so the head holds the bodies' series once per model; on a
+            # loaded machine the first scrapes of the largest size can take longer than a few intervals.
+            expected = models * per_model
+            time.sleep(3 * PROM_INTERVAL)
+            deadline = time.monotonic() + 30
+            while (metric(scrape(f"{url}/metrics", web.auth), "prometheus_tsdb_head_series") < expected
+                   and time.monotonic() < deadline):
+                time.sleep(PROM_INTERVAL)
             pid = proc.popen.pid
             m0, c0, t0 = scrape(f"{url}/metrics", web.auth), cpu_seconds(pid), time.monotonic()
             time.sleep(measure)
@@ -491,8 +498,10 @@ def measure_prometheus(work: Path, service_body: str, exporter_body: str, quick:
                          "head_series": metric(m1, "prometheus_tsdb_head_series"),
                          "samples_per_s": appended / (t1 - t0), "cpu_per_s": (c1 - c0) / (t1 - t0),
                          "rss_bytes": rss_bytes(pid), "heap_inuse_bytes": metric(m1, "go_memstats_heap_inuse_bytes"),
-                         # every target scraped: the head holds the bodies' series once per model
-                         "expected_series": models * per_model})
+                         "expected_series": expected,
+                         # a scrape that timed out appends nothing: the samples/s fall short of
+                         # expected / interval and the targets down say why
+                         "targets_up": targets_up(url, web.auth)})
             proc.stop()
             stack.processes.remove(proc)
     xs = [r["head_series"] for r in runs]
@@ -503,6 +512,16 @@ def measure_prometheus(work: Path, service_body: str, exporter_body: str, quick:
         out["cpu_per_ksamples"] = slope([r["samples_per_s"] / 1000 for r in runs], [r["cpu_per_s"] for r in runs])
         out["cpu_per_ksamples_mean"] = statistics.fmean(r["cpu_per_s"] / (r["samples_per_s"] / 1000) for r in runs)
     return out
+
+
+def targets_up(url: str, auth: tuple[str, str]) -> float:
+    """Targets whose last scrape succeeded (``sum(up)``, from Prometheus's query API)."""
+    import requests
+
+    r = requests.get(f"{url}/api/v1/query", params={"query": "sum(up)"}, auth=auth, timeout=10)
+    r.raise_for_status()
+    result = r.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
 
 
 def per_slot_window(families: dict[str, list[dict[str, str]]]) -> dict[str, float]:
@@ -539,6 +558,31 @@ def per_worker(families: dict[str, list[dict[str, str]]]) -> int:
     return sum(len(v) for v in families.values() if any("pid" in labels for labels in v))
 
 
+def model_labelled(families: dict[str, list[dict[str, str]]]) -> int:
+    """Series of the families that carry a ``model`` label: what the label budget counts
+    (``mlpulse.cardinality``); the HTTP and per-worker process families carry none."""
+    return sum(len(v) for v in families.values() if any("model" in labels for labels in v))
+
+
+def cardinality_bounds(bundle: Path) -> dict[str, int]:
+    """``mlpulse.cardinality``'s series for the bundle, as the service and the exporter compute
+    them at start-up with their defaults (feedback endpoint on, the default windows)."""
+    from mlpulse import cardinality
+    from mlpulse.bundle import load_reference
+    from mlpulse.exporter.config import ExporterConfig
+    from mlpulse.serving.app import REQUEST_ERROR_REASONS
+    from mlpulse.serving.feedback import FEEDBACK_REFUSE_REASONS
+
+    meta, schema, output, profile = load_reference(str(bundle))
+    libraries = len(meta.get("libraries") or {})
+    service = {tag: cardinality.service_series(schema, output, profile, libraries, len(REQUEST_ERROR_REASONS),
+                                               len(FEEDBACK_REFUSE_REASONS), bin_metrics=tag == "bins")
+               for tag in ("plain", "bins")}
+    exporter = cardinality.exporter_series(schema, output, profile, len(ExporterConfig.windows.split(",")),
+                                           len(ExporterConfig.quality_windows.split(",")))
+    return {"service_plain": service["plain"], "service_bins": service["bins"], "exporter": exporter}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from bench.machine import machine
 
@@ -567,6 +611,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         column["by_dims"] = by_dims(column["split"])
         column["series"] = sum(f["series"] for f in column["split"].values())
         column["series_per_worker"] = per_worker(fams) / WORKERS
+        column["model_labelled"] = model_labelled(fams)
     fams = families_of(exporter.pop("body"))
     exporter["split"] = split_series(fams)
     exporter["by_dims"] = by_dims(exporter["split"])
@@ -576,7 +621,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     exporter["series_fixed"] = exporter["series"] - exporter["series_per_model"]
     exporter["per_slot_window"] = per_slot_window(fams)
     result.update(service=service, exporter=exporter, elasticsearch_source=es, prometheus=prom,
-                  reference=reference_layout(bundle))
+                  reference=reference_layout(bundle), cardinality=cardinality_bounds(bundle))
     plain = service["plain"]
     if "cpu_per_ksamples" in prom:
         inputs = Inputs(
@@ -613,6 +658,9 @@ def report(r: dict[str, Any]) -> None:
     for tag, col in r["service"].items():
         print(f"\nService series ({tag}: {WORKERS} workers): {col['series']} "
               f"({col['series_per_worker']:.0f} per worker)")
+        if "model_labelled" in col and "cardinality" in r:
+            print(f"   model-labelled {col['model_labelled']} (mlpulse.cardinality.service_series: "
+                  f"{r['cardinality']['service_' + tag]}), not model-labelled {col['series'] - col['model_labelled']}")
         for dims, n in col["by_dims"].items():
             print(f"   {dims:<22}{n:>7}")
     for name, f in r["service"]["plain"]["split"].items():
@@ -624,6 +672,8 @@ def report(r: dict[str, Any]) -> None:
               f"{x['counters_per_slice']} counters per slice")
     e = r["exporter"]
     print(f"\nExporter series: {e['series']} ({e['series_per_model']} per model version, {e['series_fixed']} per process)")
+    if "cardinality" in r:
+        print(f"   mlpulse.cardinality.exporter_series (its upper bound): {r['cardinality']['exporter']}")
     for dims, n in e["by_dims"].items():
         print(f"   {dims:<22}{n:>7}")
     for kind, x in e.get("per_slot_window", {}).items():
@@ -656,6 +706,7 @@ def report(r: dict[str, Any]) -> None:
         for x in p["runs"]:
             print(f"   {x['models']:>4} models ({x['targets']} targets): {x['head_series']:>9,.0f} series "
                   f"(expected {x.get('expected_series', float('nan')):,.0f}), "
+                  f"{x.get('targets_up', float('nan')):.0f} targets up, "
                   f"{x['samples_per_s']:>9,.0f} samples/s, CPU {x['cpu_per_s']:.3f} s/s, RSS {_b(x['rss_bytes'])}, "
                   f"heap {_b(x['heap_inuse_bytes'])}")
         if "bytes_per_series_rss" in p:

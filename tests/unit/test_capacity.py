@@ -17,6 +17,7 @@ from bench.capacity import (
     capacity_row,
     capacity_table,
     families_of,
+    model_labelled,
     per_slot_window,
     slope,
     split_series,
@@ -110,3 +111,15 @@ def test_exporter_series_per_slot_and_window_by_kind():
     got = per_slot_window(fams)
     assert got["numeric"] == {"slots": 1, "series_per_slot_window": 3.0}  # out-of-range + 2 scores
     assert got["categorical"] == {"slots": 1, "series_per_slot_window": 2.0}  # unseen + 1 score
+
+
+def test_model_labelled_counts_the_families_with_a_model_label():
+    fams = families_of("""# TYPE m_http counter
+m_http_total{route="/v1/predict",status="200"} 3
+# TYPE m_records counter
+m_records_total{model="a",version="1",outcome="scored"} 3
+m_records_total{model="a",version="1",outcome="refused"} 0
+# TYPE m_proc gauge
+m_proc{pid="1"} 1
+""")
+    assert model_labelled(fams) == 2
