@@ -110,7 +110,8 @@ def test_worker_restarts_keep_files_bounded_and_counters_monotonic(service, tmp_
     assert boots >= 2 + 12, f"workers were recycled many times ({boots} boots)"
     # Without folding, every dead worker would leave its counter and histogram files behind.
     assert max(file_counts) <= 12, file_counts
-    # Baseline: the early count with every worker's files present (a scrape during a recycle sees
-    # fewer, 7 instead of 12 once, which made a single early round a flaky reference).
-    assert file_counts[-1] <= max(file_counts[:2]) + 4, file_counts
+    # No growth: the last count is within the first half's largest (every worker's files present).
+    # A scrape during a recycle sees fewer, 7 instead of 12, and did so in both of the first two
+    # rounds of one CI run, so a baseline of only the earliest rounds was flaky.
+    assert file_counts[-1] <= max(file_counts[: len(file_counts) // 2]), file_counts
     assert sorted(scrape_seconds)[len(scrape_seconds) // 2] < 0.5
