@@ -65,7 +65,7 @@ from mlpulse import drift
 from mlpulse.bundle import save_bundle
 from mlpulse.exporter.config import ExporterConfig
 from mlpulse.exporter.core import Exporter
-from mlpulse.exporter.sources.files import _collector_paused
+from mlpulse.exporter.sources.files import _collector_paused, event_timestamp
 from mlpulse.exporter.tail import EventTail
 from mlpulse.exporter.windows import PREDICTED_CLASS, Reference
 from mlpulse.profile import build_profile
@@ -228,10 +228,13 @@ class Bench:
         self.empty_dir = workdir / "no-events"
         self.empty_dir.mkdir(exist_ok=True)
 
-    def exporter(self, windows: str, *, method: str = "psi", events: bool = False) -> Exporter:
+    def exporter(self, windows: str, *, method: str = "psi", events: bool = False, join: bool = True) -> Exporter:
+        """An exporter on the bench's bundle; ``join=False`` turns the realized-quality join off
+        (``quality_windows`` empty): the drift ingest alone."""
         directory = self.events_dir if events else self.empty_dir
         config = ExporterConfig(events=str(directory / "*.jsonl"), bundles=str(self.bundle), windows=windows,
-                                slice=SLICE, start="beginning", checkpoint="", method=method)
+                                slice=SLICE, start="beginning", checkpoint="", method=method,
+                                **({} if join else {"quality_windows": ""}))
         config.validate()
         return Exporter(config, clock=lambda: NOW)
 
@@ -425,16 +428,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def paused(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` with the cycle collector paused, as the file source runs each batch."""
+    with _collector_paused():
+        return fn(*args)
+
+
 def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: int) -> dict[str, Any]:
     n = len(events)
-    times: dict[str, list[float]] = {"per_event": [], "ingest": [], "tail_per_line": [], "tail": [], "tail+ingest": []}
+    times: dict[str, list[float]] = {k: [] for k in ("per_event", "ingest", "tail_per_line", "tail", "join", "tail+ingest",
+                                                     "tail+ingest, no join")}
     cpu: dict[str, list[float]] = {k: [] for k in times}
+    stamps = [event_timestamp(e) for e in events]  # the file source parses them before its hooks run
     for _ in range(rounds):
         exp = bench.exporter(ONE_WINDOW)
         # The previous path, one event at a time (bin_event), kept in the tests as the oracle.
         times["per_event"].append(timed_cpu(lambda exp=exp: [per_event_ingest(exp.source, events[i:i + 10_000], NOW)
                                                              for i in range(0, n, 10_000)], cpu["per_event"]))
-        times["ingest"].append(timed_cpu(lambda exp=exp: [exp.source.ingest(events[i:i + 10_000])
+        times["ingest"].append(timed_cpu(lambda exp=exp: [paused(exp.source.ingest, events[i:i + 10_000])
                                                           for i in range(0, n, 10_000)], cpu["ingest"]))
         assert exp.source.events["scored"] == n, exp.source.events
 
@@ -451,10 +462,17 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
         # The previous tail (a line at a time) and the current one (a chunk's lines at once).
         times["tail_per_line"].append(timed_cpu(lambda: tail_only(PerLineTail), cpu["tail_per_line"]))
         times["tail"].append(timed_cpu(tail_only, cpu["tail"]))
-        exp = bench.exporter(ONE_WINDOW, events=True)
-        times["tail+ingest"].append(timed_cpu(exp.poll, cpu["tail+ingest"]))
-        assert exp.source.events["scored"] == n, exp.source.events
-        exp.source.tail.close()
+        # The join alone on the decoded events, as the file source hands them to it (stamps parsed).
+        exp = bench.exporter(ONE_WINDOW)
+        times["join"].append(timed_cpu(lambda exp=exp: [paused(exp.join.ingest, events[i:i + 10_000], event_timestamp,
+                                                               stamps[i:i + 10_000])
+                                                        for i in range(0, n, 10_000)], cpu["join"]))
+        assert len(exp.join.held) == n, len(exp.join.held)
+        for key, join in (("tail+ingest", True), ("tail+ingest, no join", False)):
+            exp = bench.exporter(ONE_WINDOW, events=True, join=join)
+            times[key].append(timed_cpu(exp.poll, cpu[key]))
+            assert exp.source.events["scored"] == n, exp.source.events
+            exp.source.tail.close()
     out = {"events": n, "rounds": rounds, "file_bytes": file_bytes, "seconds": times, "cpu_seconds": cpu}
     print(f"1. Ingest rate: {n:,} events, {len(WIDE_SCHEMA.names)} inputs each, median of {rounds} rounds")
     print(f"   {'path':<44}{'events/s':>12}{'us/event':>10}{'MB/s':>8}{'per CPU s':>12}")
@@ -462,7 +480,9 @@ def measure_ingest(bench: Bench, events: list[dict], file_bytes: int, rounds: in
               "ingest": "Exporter.ingest (event dicts in memory)",
               "tail_per_line": "the previous tail, a line at a time",
               "tail": "EventTail.poll only (read + orjson parse)",
-              "tail+ingest": "Exporter.poll (EventTail.poll + ingest)"}
+              "join": "the realized-quality join alone (Join.ingest)",
+              "tail+ingest": "Exporter.poll (EventTail.poll + ingest)",
+              "tail+ingest, no join": "Exporter.poll, join off (quality_windows \"\")"}
     for k, label in labels.items():
         s = median(times[k])
         c = median(cpu[k])

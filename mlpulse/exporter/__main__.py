@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BundleError) as e:
         print(f"mlpulse exporter: cannot start: {e}", file=sys.stderr)
         return 2
+    # What start-up loaded (modules, references, a restored checkpoint) stays for the process's life:
+    # frozen, the cycle collector's full passes no longer walk it (a tenth of the ingest's time).
+    gc.freeze()
     server, _thread = start_http_server(config.port, addr=config.bind, registry=exporter.registry())
     log.info("serving http://%s:%d/metrics; %s; references %s", config.bind, config.port, exporter.describe_source(),
              sorted(exporter.references))

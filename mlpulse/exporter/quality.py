@@ -28,8 +28,10 @@ quality").
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import operator
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +54,9 @@ DELAY_BUCKETS = (60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 864
 STATE_VERSION = 1
 
 
+_FLOAT = {float}
+
+
 def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
@@ -62,6 +67,7 @@ class _Model:
     def __init__(self, output: OutputSpec, baseline: list[dict[str, Any]] | None):
         self.output = output
         self.keys = list(output.class_keys)
+        self.texts = {k: k for k in self.keys}  # one string object per class, whatever event it came from
         self.baseline = baseline or []
         self.delays = np.zeros(len(DELAY_BUCKETS) + 1, dtype=np.int64)
         self.delay_sum = 0.0
@@ -81,11 +87,50 @@ class _Model:
         if self.output.probabilities:
             if not isinstance(probs, dict):
                 return None
-            row = [_number(probs.get(k)) for k in self.keys]
-            if any(v is None for v in row):
-                return None
-            return (text, tuple(row))
+            row = tuple(map(probs.get, self.keys))
+            # Finite floats as they are (what the service writes; an overflowing sum only sends a
+            # row down the exact path); anything else through _number, which refuses it or makes it a float.
+            if set(map(type, row)) != _FLOAT or not math.isfinite(sum(row)):
+                row = tuple(map(_number, row))
+                if None in row:
+                    return None
+            return (text, row)
         return (text, None)
+
+    def predictions(self, events: list[dict[str, Any]]) -> list[Any] | None:
+        """``prediction`` of each event's ``prediction`` object, read for all at once, when every
+        one is of the form the service writes: a finite float value (regression), or a text class
+        with, where the model has them, finite float probabilities of every class. None otherwise
+        (a caller then takes the events one by one)."""
+        preds = list(map(_PREDICTION, events))
+        if set(map(type, preds)) != _DICT:
+            return None
+        if self.output.task == "regression":
+            values = list(map(dict.get, preds, itertools.repeat("value")))
+            return values if set(map(type, values)) == _FLOAT_ONLY and math.isfinite(sum(values)) else None
+        classes = list(map(dict.get, preds, itertools.repeat("class")))
+        if set(map(type, classes)) != _STR:  # a text class is its own label_key
+            return None
+        classes = list(map(self.texts.get, classes, classes))  # held as the model's own strings
+        if not self.output.probabilities:
+            return list(zip(classes, itertools.repeat(None)))
+        probs = list(map(dict.get, preds, itertools.repeat("probabilities")))
+        if len(self.keys) < 2 or set(map(type, probs)) != _DICT:
+            return None
+        try:
+            rows = list(map(operator.itemgetter(*self.keys), probs))
+        except KeyError:
+            return None
+        if set(map(type, itertools.chain.from_iterable(rows))) != _FLOAT_ONLY \
+                or not math.isfinite(sum(map(sum, rows))):  # an overflowing sum only sends the run one by one
+            return None
+        return list(zip(classes, rows))
+
+
+# What the clean paths read of every event of a run at once.
+_MODEL, _REQUEST_ID, _PREDICTION = (operator.itemgetter(k) for k in ("model", "request_id", "prediction"))
+_NAME_VERSION = operator.itemgetter("name", "version")
+_DICT, _STR, _INT, _FLOAT_ONLY = {dict}, {str}, {int}, {float}
 
 
 class Join:
@@ -95,7 +140,9 @@ class Join:
         self.max_predictions, self.max_pending, self.n_bins = max_predictions, max_pending, n_bins
         self.models: dict[Key, _Model] = {}
         # record -> [prediction ts, model key, prediction, label or None, label ts]
-        self.held: OrderedDict[Rec, list[Any]] = OrderedDict()
+        # Tuples, replaced whole when labelled: a tuple of numbers and texts is dropped from the cycle
+        # collector's tracking after its first pass, which a list never is (the table holds up to its cap).
+        self.held: OrderedDict[Rec, tuple[Any, ...]] = OrderedDict()
         self.pending: OrderedDict[Rec, list[Any]] = OrderedDict()  # record -> [label, label ts, model key]
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self.evicted = dict.fromkeys(EVICTIONS, 0)
@@ -121,36 +168,100 @@ class Join:
 
     def ingest(self, events: list[dict[str, Any]], timestamp, stamps: Sequence[float | None] | None = None) -> None:
         """One batch of decoded events; ``timestamp(event)`` is the file source's parser, and
-        ``stamps`` (aligned with ``events``) the predictions' timestamps it already parsed."""
-        for i, e in enumerate(events):
-            kind = e.get("event")
-            if kind == EVENT_SCORED:
-                self._prediction(e, timestamp(e) if stamps is None else stamps[i])
-            elif kind == EVENT_FEEDBACK:
-                self._feedback(e, timestamp(e))
+        ``stamps`` (aligned with ``events``) the predictions' timestamps it already parsed.
 
-    def _prediction(self, e: dict[str, Any], ts: float | None) -> None:
-        model = e.get("model")
-        if ts is None or not isinstance(model, dict):
+        Events are taken in file order: each run of consecutive predictions together
+        (``_predictions``), each feedback event on its own, so a label meets exactly the
+        predictions read before it, as one event at a time."""
+        kinds = list(map(dict.get, events, itertools.repeat("event")))
+        if stamps is None:
+            stamps = [timestamp(e) if k == EVENT_SCORED else None for e, k in zip(events, kinds)]
+        start = 0
+        for i in [i for i, k in enumerate(kinds) if k != EVENT_SCORED] + [len(events)]:
+            if i > start:
+                self._predictions(events[start:i], stamps[start:i])
+            if i < len(events) and kinds[i] == EVENT_FEEDBACK:
+                self._feedback(events[i], timestamp(events[i]))
+            start = i + 1
+
+    def _predictions(self, events: list[dict[str, Any]], stamps: Sequence[float | None]) -> None:
+        """Hold a run of prediction events, in order (their timestamps parsed in ``stamps``)."""
+        if self._hold_clean(events, stamps):
             return
-        key = (model.get("name"), model.get("version"))
-        m = self.models.get(key)
-        rid, idx = e.get("request_id"), e.get("record_index", 0)
-        if m is None or not isinstance(rid, str) or not isinstance(idx, int):
-            return
-        pred = m.prediction(e.get("prediction"))
-        if pred is None:
-            return
-        rec = (rid, idx)
-        self.held.pop(rec, None)  # a request id used again names the newer request
-        entry = [ts, key, pred, None, 0.0]
-        self.held[rec] = entry
-        waiting = self.pending.pop(rec, None)
-        if waiting is not None and waiting[1] >= ts:  # a label given before this prediction is not its label
-            self._label(entry, waiting[0], waiting[1], new_outcome="joined")
-        if len(self.held) > self.max_predictions:
-            self.held.popitem(last=False)
-            self.evicted[("prediction", "cap")] += 1
+        # One at a time (the definition). This loop runs for every prediction of a run that is not
+        # clean, so its lookups are bound once.
+        models, held, pending = self.models, self.held, self.pending
+        hold, drop_held, take_pending = held.__setitem__, held.pop, pending.pop
+        cap = self.max_predictions
+        for e, ts in zip(events, stamps):
+            model = e.get("model")
+            if ts is None or not isinstance(model, dict):
+                continue
+            key = (model.get("name"), model.get("version"))
+            try:
+                m = models.get(key)
+            except TypeError:  # a name or version that is no JSON scalar
+                continue
+            rid, idx = e.get("request_id"), e.get("record_index", 0)
+            if m is None or not isinstance(rid, str) or not isinstance(idx, int):
+                continue
+            pred = m.prediction(e.get("prediction"))
+            if pred is None:
+                continue
+            rec = (rid, idx)
+            drop_held(rec, None)  # a request id used again names the newer request
+            entry = (ts, key, pred, None, 0.0)
+            hold(rec, entry)
+            if pending:
+                waiting = take_pending(rec, None)
+                if waiting is not None and waiting[1] >= ts:  # a label given before this prediction is not its label
+                    self._label(rec, entry, waiting[0], waiting[1], new_outcome="joined")
+            if len(held) > cap:
+                held.popitem(last=False)
+                self.evicted[("prediction", "cap")] += 1
+
+    def _hold_clean(self, events: list[dict[str, Any]], stamps: Sequence[float | None]) -> bool:
+        """What ``_predictions`` does one event at a time, with each field read for the whole run by
+        C-level ``map``, for a clean run: every event with a timestamp, a ``model`` object of one
+        tracked version, a text ``request_id`` and an integer ``record_index`` (no boolean) naming
+        records distinct within the run and without a pending label, and a prediction its model
+        reads without a per-value decision (``_Model.predictions``). False, having changed
+        nothing, for any other run."""
+        try:
+            models = list(map(_MODEL, events))
+            if set(map(type, models)) != _DICT or None in stamps:
+                return False
+            keys = set(map(_NAME_VERSION, models))
+            if len(keys) != 1:
+                return False
+            key = keys.pop()
+            m = self.models.get(key)
+            recs = list(zip(map(_REQUEST_ID, events), map(dict.get, events, itertools.repeat("record_index"),
+                                                                 itertools.repeat(0))))
+        except (KeyError, TypeError):  # a missing name or version, an unhashable one
+            return False
+        if m is None or set(map(type, (r[0] for r in recs))) != _STR or set(map(type, (r[1] for r in recs))) != _INT:
+            return False
+        unique = set(recs)
+        # (Both tests walk the run's records, not the tables: the tables hold up to their caps.)
+        if len(unique) != len(recs) or (self.pending and any(map(self.pending.__contains__, unique))):
+            return False
+        preds = m.predictions(events)
+        if preds is None:
+            return False
+        held = self.held
+        again = [r for r in unique if r in held]  # request ids used again: the newer request, at the end
+        if again and len(held) + len(recs) - len(again) > self.max_predictions:
+            return False  # one at a time, the cap may evict such a record before its new prediction is read
+        for rec in again:
+            del held[rec]
+        held.update(zip(recs, zip(stamps, itertools.repeat(key), preds, itertools.repeat(None), itertools.repeat(0.0))))
+        over = len(held) - self.max_predictions
+        for _ in range(over):
+            held.popitem(last=False)
+        if over > 0:
+            self.evicted[("prediction", "cap")] += over
+        return True
 
     def _feedback(self, e: dict[str, Any], ts: float | None) -> None:
         fb = e.get("feedback")
@@ -163,12 +274,16 @@ class Join:
             self.outcomes["invalid"] += 1
             return
         key = (model.get("name"), model.get("version"))
-        if key not in self.models:
+        try:
+            known = key in self.models
+        except TypeError:  # a name or version that is no JSON scalar
+            known = False
+        if not known:
             self.outcomes["unknown_model"] += 1
             return
         entry = self.held.get((rid, idx))
         if entry is not None:
-            self._label(entry, label, ts)
+            self._label((rid, idx), entry, label, ts)
             return
         if fb.get("predicted_at") and self._predicted_before_window(fb["predicted_at"], ts):
             self.outcomes["prediction_gone"] += 1
@@ -191,9 +306,9 @@ class Join:
         oldest = next(iter(self.held.values()))[0] if self.held else None
         return when < ts - self.horizon or (oldest is not None and when < oldest)
 
-    def _label(self, entry: list[Any], label: str, ts: float, new_outcome: str = "joined") -> None:
+    def _label(self, rec: Rec, entry: tuple[Any, ...], label: str, ts: float, new_outcome: str = "joined") -> None:
         if entry[3] is None:
-            entry[3], entry[4] = label, ts
+            self.held[rec] = entry[:3] + (label, ts)
             m = self.models[entry[1]]
             delay = max(0.0, ts - entry[0])
             m.delays[int(np.searchsorted(DELAY_BUCKETS, delay))] += 1
@@ -203,7 +318,7 @@ class Join:
         elif entry[3] == label:
             self.outcomes["duplicate"] += 1
         else:
-            entry[3], entry[4] = label, ts
+            self.held[rec] = entry[:3] + (label, ts)
             self.outcomes["updated"] += 1
 
     def expire(self, now: float) -> None:
@@ -324,7 +439,7 @@ class Join:
                 key = keys[ki]
                 if key in self.models:
                     p = (p[0], tuple(p[1]) if p[1] is not None else None) if isinstance(p, list) else p
-                    self.held[(rid, idx)] = [ts, key, p, label, lts]
+                    self.held[(rid, idx)] = (ts, key, p, label, lts)
             for rid, idx, label, lts, ki in state["pending"]:
                 if keys[ki] in self.models:
                     self.pending[(rid, idx)] = [label, lts, keys[ki]]
