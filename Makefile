@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BUNDLE ?= var/bundle
 SCHEDULE ?= demo
 
-.PHONY: constraints venv bundle demo test lint generate bench bench-serving bench-drift bench-quality bench-capacity clean system-deps
+.PHONY: constraints venv bundle demo test lint generate bench bench-serving bench-ingest bench-drift bench-quality bench-capacity clean system-deps
 
 # constraints.txt pins every package the tests ran with (regenerate: make constraints).
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -68,6 +68,11 @@ bench-serving: venv
 # as real processes in one run (about 4 minutes); every figure in var/bench/capacity.json.
 bench-capacity: venv bundle system-deps
 	$(PY) -m bench.capacity --json var/bench/capacity.json
+
+# The exporter's ingest beside a previous revision's (a temporary git worktree), same event file,
+# interleaved rounds, the realized-quality join on and off (about 1 minute).
+bench-ingest: venv
+	$(PY) -m bench.ingest
 
 # Evidently pins its own numpy/pandas/scipy ranges, so it lives in a separate venv and never
 # changes what the tests run against.

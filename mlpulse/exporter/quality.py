@@ -236,12 +236,13 @@ class Join:
                 return False
             key = keys.pop()
             m = self.models.get(key)
-            recs = list(zip(map(_REQUEST_ID, events), map(dict.get, events, itertools.repeat("record_index"),
-                                                                 itertools.repeat(0))))
+            rids = list(map(_REQUEST_ID, events))
+            indexes = list(map(dict.get, events, itertools.repeat("record_index"), itertools.repeat(0)))
         except (KeyError, TypeError):  # a missing name or version, an unhashable one
             return False
-        if m is None or set(map(type, (r[0] for r in recs))) != _STR or set(map(type, (r[1] for r in recs))) != _INT:
+        if m is None or set(map(type, rids)) != _STR or set(map(type, indexes)) != _INT:
             return False
+        recs = list(zip(rids, indexes))
         unique = set(recs)
         # (Both tests walk the run's records, not the tables: the tables hold up to their caps.)
         if len(unique) != len(recs) or (self.pending and any(map(self.pending.__contains__, unique))):
@@ -250,7 +251,7 @@ class Join:
         if preds is None:
             return False
         held = self.held
-        again = [r for r in unique if r in held]  # request ids used again: the newer request, at the end
+        again = list(filter(held.__contains__, unique))  # request ids used again: the newer request, at the end
         if again and len(held) + len(recs) - len(again) > self.max_predictions:
             return False  # one at a time, the cap may evict such a record before its new prediction is read
         for rec in again:

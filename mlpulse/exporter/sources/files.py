@@ -1,10 +1,13 @@
 """The file source: tail the event log, bin each scored event into its model version's ring.
 
-Events are read in bounded batches (``tail.EventTail``, orjson per line), sorted by outcome in one
-pass, binned per model version over the reference's own bins with numpy over columns
-(``windows.Reference.bin_rows``) and added to time slices (``windows.Ring``) with one vectorised
-update per model version and slice; hooks (``FileSource.batch_hooks``) then see the batch. A window is the sum of its slices. The tail's position and
-the rings are checkpointed together, so a restart neither repeats nor skips an event.
+Events are read in batches of ``BATCH_LINES`` lines (``tail.EventTail``, orjson per line) and
+sorted by outcome: a batch whose predictions are all well formed field by field for all of them
+at once (``FileSource._sort_clean``), any other event by event (``FileSource._sort``, the
+definition; a test holds the two equal). The scored events are binned per model version over the
+reference's own bins with numpy over columns (``windows.Reference.bin_rows``) and added to time
+slices (``windows.Ring``) with one vectorised update per model version and slice; hooks
+(``FileSource.batch_hooks``) then see the batch. A window is the sum of its slices. The tail's
+position and the rings are checkpointed together, so a restart neither repeats nor skips an event.
 """
 
 from __future__ import annotations
