@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -39,6 +40,16 @@ def exporter_for(bundle_dir, tmp_path, **kw):
                          checkpoint=kw.pop("checkpoint", ""), **kw)
     cfg.validate()
     return Exporter(cfg, clock=lambda: NOW)
+
+
+def two_versions(bundle_dir, root):
+    """Bundles for 1.0.0 and 2.0.0 under ``root``: the same files, another version in the metadata."""
+    shutil.copytree(bundle_dir, root / "v1")
+    shutil.copytree(bundle_dir, root / "v2")
+    md = json.loads((root / "v2" / "metadata.json").read_text())
+    md["version"] = "2.0.0"
+    (root / "v2" / "metadata.json").write_text(json.dumps(md))
+    return root
 
 
 def scrape(exporter):
@@ -127,19 +138,11 @@ def test_windows_slide_and_small_windows_have_no_scores(bundle_dir, tmp_path, mo
 
 
 def test_unknown_versions_are_counted_and_new_bundles_get_their_own_reference(bundle_dir, tmp_path, model):
-    import shutil
-
     exp = exporter_for(bundle_dir, tmp_path)
     v2_events, _, _ = make_events(model, 200, seed=14, version="2.0.0")
     exp.source.ingest(v2_events)
     assert exp.source.events["unknown_model"] == 200
-    # Deploy a bundle for 2.0.0: same files, another version in the metadata.
-    bundles = tmp_path / "bundles"
-    shutil.copytree(bundle_dir, bundles / "v1")
-    shutil.copytree(bundle_dir, bundles / "v2")
-    md = json.loads((bundles / "v2" / "metadata.json").read_text())
-    md["version"] = "2.0.0"
-    (bundles / "v2" / "metadata.json").write_text(json.dumps(md))
+    bundles = two_versions(bundle_dir, tmp_path / "bundles")
     exp.config.bundles = str(bundles)
     exp.load_bundles()
     exp.source.ingest(v2_events)

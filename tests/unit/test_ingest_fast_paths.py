@@ -13,7 +13,6 @@ comparison cannot pass by never using them."""
 import datetime as dt
 import json
 import random
-import shutil
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from mlpulse.events import EVENT_FEEDBACK, EVENT_REFUSED, EVENT_SCORED
 from mlpulse.exporter.quality import Join
 from mlpulse.exporter.sources.files import FileSource
-from tests.unit.test_exporter import NOW, exporter_for
+from tests.unit.test_exporter import NOW, exporter_for, two_versions
 from tests.unit.test_quality import KEYS
 
 MODEL = "credit-default"
@@ -109,15 +108,8 @@ def batches(seed, versions):
 
 
 @pytest.fixture()
-def two_versions(bundle_dir, tmp_path):
-    """The test bundle and a copy of it as version 2.0.0 (same model, same reference)."""
-    root = tmp_path / "bundles"
-    shutil.copytree(bundle_dir, root / "v1")
-    shutil.copytree(bundle_dir, root / "v2")
-    meta = json.loads((root / "v2" / "metadata.json").read_text())
-    meta["version"] = "2.0.0"
-    (root / "v2" / "metadata.json").write_text(json.dumps(meta))
-    return root
+def bundles(bundle_dir, tmp_path):
+    return two_versions(bundle_dir, tmp_path / "bundles")
 
 
 def assert_same(fast, slow):
@@ -134,10 +126,10 @@ def assert_same(fast, slow):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_clean_paths_equal_the_event_at_a_time_definitions(two_versions, tmp_path, monkeypatch, seed):
+def test_clean_paths_equal_the_event_at_a_time_definitions(bundles, tmp_path, monkeypatch, seed):
     kw = dict(start="beginning", quality_windows="5m,1h", feedback_max_predictions=3000, feedback_max_pending=5)
-    fast = exporter_for(str(two_versions), tmp_path / "fast", **kw)
-    slow = exporter_for(str(two_versions), tmp_path / "slow", **kw)
+    fast = exporter_for(str(bundles), tmp_path / "fast", **kw)
+    slow = exporter_for(str(bundles), tmp_path / "slow", **kw)
     versions = sorted(v for _, v in fast.references)
     assert versions == ["1.0.0", "2.0.0"]
     seen = {"fast": [], "slow": []}
