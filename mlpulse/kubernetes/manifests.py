@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from mlpulse import yamlfiles
+
 # Relative to the project's root (``mlpulse generate --root``).
 BASE_DIR = Path("deploy") / "kubernetes" / "base"
 GENERATED_DIR = BASE_DIR / "generated"
@@ -46,22 +48,8 @@ def object_name(stem: str) -> str:
     return stem.lower().replace("_", "-").replace(".", "-")
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings as literal blocks, so a rule's expression reads as in its source."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    if "\n" in value:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def dump_all(objects: list[dict[str, Any]]) -> str:
-    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120,
-                         explicit_start=True)
+    return yamlfiles.dump_all(objects, width=120, explicit_start=True)
 
 
 def prometheus_rules(root: Path) -> list[dict[str, Any]]:

@@ -54,6 +54,7 @@ from typing import Any
 
 import yaml
 
+from mlpulse import yamlfiles
 from mlpulse.durations import parse_duration
 
 # The committed files, relative to the project's root (the current directory unless a caller
@@ -78,19 +79,8 @@ BCRYPT_ROUNDS = 12
 Targets = Mapping[str, str | Sequence[str]]
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (PromQL expressions) as literal blocks, so generated files stay readable."""
-
-
-def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def _dump(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=4096)
+    return yamlfiles.dump(data, width=4096)
 
 
 def _check_duration(text: str) -> float:
