@@ -142,8 +142,8 @@ def check_labels(name: Any, version: Any, schema: FeatureSchema, output: OutputS
                                      "class label values per model version")
 
 
-def check(metadata: Mapping[str, Any], schema: FeatureSchema, output: OutputSpec, profile: Mapping[str, Any],
-          budget: Budget, series: int, side: str) -> None:
+def check(metadata: Mapping[str, Any], schema: FeatureSchema, output: OutputSpec, budget: Budget, series: int,
+          side: str) -> None:
     """Refuse a bundle whose labels or ``series`` (one of the two functions above) exceed ``budget``."""
     check_labels(metadata.get("name"), metadata.get("version"), schema, output, budget)
     if series > budget.max_series:
@@ -157,5 +157,5 @@ def check_service(metadata: Mapping[str, Any], schema: FeatureSchema, output: Ou
     """The service's check at start-up; returns the bound."""
     n = service_series(schema, output, profile, len(metadata.get("libraries") or {}), len(request_error_reasons),
                        None if feedback_reasons is None else len(feedback_reasons), bin_metrics)
-    check(metadata, schema, output, profile, budget, n, "service")
+    check(metadata, schema, output, budget, n, "service")
     return n

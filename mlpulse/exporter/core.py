@@ -90,8 +90,8 @@ class Exporter:
         for path in self.config.bundle_dirs():
             try:
                 metadata, schema, output, profile = load_reference(path, pinned=self.config.bundle_digests or None)
-                cardinality.check(metadata, schema, output, profile, self.budget, self.series_bound(
-                    schema, output, profile), "exporter")
+                cardinality.check(metadata, schema, output, self.budget, self.series_bound(schema, output, profile),
+                                  "exporter")
             except BundleError:
                 if strict:
                     raise
