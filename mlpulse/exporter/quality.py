@@ -28,6 +28,7 @@ quality").
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -127,6 +128,57 @@ class _Model:
         return list(zip(classes, rows))
 
 
+class _Times:
+    """The times of one model version's held predictions, by the position each got when held.
+    Positions grow with every prediction held, in the held table's own order, so the oldest go
+    first (the cap, the horizon) and a request id used again leaves a hole (NaN). Counting the
+    predictions made in a window is one numpy comparison, whatever the number held."""
+
+    def __init__(self) -> None:
+        self.buf = np.empty(1024)
+        self.base = 0  # the position of buf[0]
+        self.lo = 0  # buf[lo:size] spans the live positions
+        self.size = 0
+
+    def _room(self, k: int) -> None:
+        if self.size + k <= len(self.buf):
+            return
+        live = self.size - self.lo
+        if live + k > len(self.buf) // 2:  # more than half full once the dead front is dropped: grow
+            buf = np.empty(max(2 * len(self.buf), 2 * (live + k)))
+        else:
+            buf = self.buf
+        buf[:live] = self.buf[self.lo:self.size]
+        self.buf, self.base, self.size, self.lo = buf, self.base + self.lo, live, 0
+
+    def add(self, ts: Sequence[float]) -> range:
+        """Hold these times; their positions."""
+        k = len(ts)
+        self._room(k)
+        self.buf[self.size:self.size + k] = ts
+        self.size += k
+        return range(self.base + self.size - k, self.base + self.size)
+
+    def remove(self, positions: Sequence[int]) -> None:
+        at = np.asarray(positions, dtype=np.int64) - self.base
+        self.buf[at] = np.nan
+        if at.min() > self.lo:  # the oldest is still held
+            return
+        lo = self.lo  # past the dead front, a chunk at a time: lo only grows, so this is O(1) amortized
+        while lo < self.size:
+            live = np.flatnonzero(~np.isnan(self.buf[lo:lo + 256]))
+            if live.size:
+                lo += int(live[0])
+                break
+            lo += 256
+        self.lo = min(lo, self.size)
+
+    def count_after(self, starts: Sequence[float]) -> list[int]:
+        """Held predictions made after each of ``starts``."""
+        times = self.buf[self.lo:self.size]
+        return [int(np.count_nonzero(times > s)) for s in starts]
+
+
 # What the clean paths read of every event of a run at once.
 _MODEL, _REQUEST_ID, _PREDICTION = (operator.itemgetter(k) for k in ("model", "request_id", "prediction"))
 _NAME_VERSION = operator.itemgetter("name", "version")
@@ -139,10 +191,12 @@ class Join:
         self.windows, self.min_labels, self.horizon = sorted(windows), min_labels, horizon
         self.max_predictions, self.max_pending, self.n_bins = max_predictions, max_pending, n_bins
         self.models: dict[Key, _Model] = {}
-        # record -> [prediction ts, model key, prediction, label or None, label ts]
+        # record -> (prediction ts, model key, prediction, label or None, label ts, position in _Times).
         # Tuples, replaced whole when labelled: a tuple of numbers and texts is dropped from the cycle
         # collector's tracking after its first pass, which a list never is (the table holds up to its cap).
         self.held: OrderedDict[Rec, tuple[Any, ...]] = OrderedDict()
+        self.times: dict[Key, _Times] = {}  # per version, the held predictions' times (the windows' counts)
+        self.labelled: dict[Rec, None] = {}  # the held records with a label: what a window's scores read
         self.pending: OrderedDict[Rec, list[Any]] = OrderedDict()  # record -> [label, label ts, model key]
         self.outcomes = dict.fromkeys(OUTCOMES, 0)
         self.evicted = dict.fromkeys(EVICTIONS, 0)
@@ -155,14 +209,17 @@ class Join:
             log.info("bundle %s %s has no quality_baseline: realized quality is exported without a baseline",
                      name, version)
         self.models[(name, version)] = _Model(output, baseline if isinstance(baseline, list) else None)
+        self.times[(name, version)] = _Times()
 
     def untrack(self, name: str, version: str) -> None:
         """A retired version: its model, held predictions and pending labels go."""
         key = (name, version)
         self.models.pop(key, None)
+        self.times.pop(key, None)
         for table, at in ((self.held, 1), (self.pending, 2)):
             for rec in [r for r, entry in table.items() if entry[at] == key]:
                 del table[rec]
+                self.labelled.pop(rec, None)
 
     # -- ingestion ----------------------------------------------------------------------------
 
@@ -190,7 +247,7 @@ class Join:
             return
         # One at a time (the definition). This loop runs for every prediction of a run that is not
         # clean, so its lookups are bound once.
-        models, held, pending = self.models, self.held, self.pending
+        models, held, pending, times = self.models, self.held, self.pending, self.times
         hold, drop_held, take_pending = held.__setitem__, held.pop, pending.pop
         cap = self.max_predictions
         for e, ts in zip(events, stamps):
@@ -209,15 +266,17 @@ class Join:
             if pred is None:
                 continue
             rec = (rid, idx)
-            drop_held(rec, None)  # a request id used again names the newer request
-            entry = (ts, key, pred, None, 0.0)
+            old = drop_held(rec, None)  # a request id used again names the newer request
+            if old is not None:
+                self._forget([(rec, old)])
+            entry = (ts, key, pred, None, 0.0, times[key].add((ts,))[0])
             hold(rec, entry)
             if pending:
                 waiting = take_pending(rec, None)
                 if waiting is not None and waiting[1] >= ts:  # a label given before this prediction is not its label
                     self._label(rec, entry, waiting[0], waiting[1], new_outcome="joined")
             if len(held) > cap:
-                held.popitem(last=False)
+                self._forget([held.popitem(last=False)])
                 self.evicted[("prediction", "cap")] += 1
 
     def _hold_clean(self, events: list[dict[str, Any]], stamps: Sequence[float | None]) -> bool:
@@ -254,13 +313,13 @@ class Join:
         again = list(filter(held.__contains__, unique))  # request ids used again: the newer request, at the end
         if again and len(held) + len(recs) - len(again) > self.max_predictions:
             return False  # one at a time, the cap may evict such a record before its new prediction is read
-        for rec in again:
-            del held[rec]
-        held.update(zip(recs, zip(stamps, itertools.repeat(key), preds, itertools.repeat(None), itertools.repeat(0.0))))
+        if again:
+            self._forget([(rec, held.pop(rec)) for rec in again])
+        held.update(zip(recs, zip(stamps, itertools.repeat(key), preds, itertools.repeat(None), itertools.repeat(0.0),
+                                  self.times[key].add(stamps))))
         over = len(held) - self.max_predictions
-        for _ in range(over):
-            held.popitem(last=False)
         if over > 0:
+            self._forget([held.popitem(last=False) for _ in range(over)])
             self.evicted[("prediction", "cap")] += over
         return True
 
@@ -309,7 +368,8 @@ class Join:
 
     def _label(self, rec: Rec, entry: tuple[Any, ...], label: str, ts: float, new_outcome: str = "joined") -> None:
         if entry[3] is None:
-            self.held[rec] = entry[:3] + (label, ts)
+            self.held[rec] = entry[:3] + (label, ts) + entry[5:]
+            self.labelled[rec] = None
             m = self.models[entry[1]]
             delay = max(0.0, ts - entry[0])
             m.delays[int(np.searchsorted(DELAY_BUCKETS, delay))] += 1
@@ -319,54 +379,54 @@ class Join:
         elif entry[3] == label:
             self.outcomes["duplicate"] += 1
         else:
-            self.held[rec] = entry[:3] + (label, ts)
+            self.held[rec] = entry[:3] + (label, ts) + entry[5:]
             self.outcomes["updated"] += 1
+
+    def _forget(self, gone: list[tuple[Rec, tuple[Any, ...]]]) -> None:
+        """Records no longer held (evicted, expired, replaced): out of the times and the labelled."""
+        by_key: dict[Key, list[int]] = {}
+        for rec, entry in gone:
+            by_key.setdefault(entry[1], []).append(entry[5])
+            if entry[3] is not None:
+                del self.labelled[rec]
+        for key, positions in by_key.items():
+            self.times[key].remove(positions)
 
     def expire(self, now: float) -> None:
         cutoff = now - self.horizon
+        gone = []
         while self.held and next(iter(self.held.values()))[0] < cutoff:
-            self.held.popitem(last=False)
-            self.evicted[("prediction", "horizon")] += 1
+            gone.append(self.held.popitem(last=False))
+        if gone:
+            self._forget(gone)
+            self.evicted[("prediction", "horizon")] += len(gone)
         while self.pending and next(iter(self.pending.values()))[1] < cutoff:
             self.pending.popitem(last=False)
             self.evicted[("pending", "horizon")] += 1
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def in_windows(self, now: float) -> dict[Key, list[tuple[int, list[list[Any]]]]]:
-        """Per model version and window (``self.windows``' order): the predictions made in it that
-        are held, and the labelled ones. One walk over the held predictions, newest first, stopping
-        at the longest window's start, whatever the number of windows and versions."""
+    def in_windows(self, now: float) -> dict[Key, list[tuple[int, list[tuple[Any, ...]]]]]:
+        """Per model version and window (``self.windows``' order): the number of held predictions
+        made in it (after its start), and the labelled ones. The counts are one numpy comparison per
+        version and window (``_Times``); only the labelled records are walked, so the cost does not
+        grow with the predictions held."""
         if not self.windows:
             return {}
         starts = [now - w for w in self.windows]  # shortest window first: latest start first
-        # per key: predictions and labelled entries first seen in window i (not in a shorter one)
-        counts: dict[Key, list[int]] = {}
-        labels: dict[Key, list[list[list[Any]]]] = {}
-        i, start, last = 0, starts[0], len(starts) - 1
-        per = lab = None
-        seen = None
-        for entry in reversed(self.held.values()):
-            ts = entry[0]
-            if ts <= start:
-                while i <= last and ts <= starts[i]:
-                    i += 1
-                if i > last:
-                    break
-                start = starts[i]
-            key = entry[1]
-            if key != seen:
-                if key not in counts:
-                    counts[key], labels[key] = [0] * len(starts), [[] for _ in starts]
-                per, lab, seen = counts[key], labels[key], key
-            per[i] += 1
-            if entry[3] is not None:
-                lab[i].append(entry)
-        out: dict[Key, list[tuple[int, list[list[Any]]]]] = {}
-        for key, per in counts.items():
-            n, labelled, rows = 0, [], []
-            for c, ls in zip(per, labels[key]):  # a window holds what its shorter ones hold
-                n += c
+        latest_first = [-s for s in starts]  # ascending, for bisect
+        labels: dict[Key, list[list[tuple[Any, ...]]]] = {key: [[] for _ in starts] for key in self.times}
+        held = self.held
+        for rec in self.labelled:
+            entry = held[rec]
+            i = bisect.bisect_right(latest_first, -entry[0])  # the shortest window it was made after the start of
+            if i < len(starts):
+                labels[entry[1]][i].append(entry)
+        out: dict[Key, list[tuple[int, list[tuple[Any, ...]]]]] = {}
+        for key, times in self.times.items():
+            labelled: list[tuple[Any, ...]] = []
+            rows = []
+            for n, ls in zip(times.count_after(starts), labels[key]):  # a window holds what its shorter ones hold
                 labelled = labelled + ls
                 rows.append((n, labelled))
             out[key] = rows
@@ -440,7 +500,9 @@ class Join:
                 key = keys[ki]
                 if key in self.models:
                     p = (p[0], tuple(p[1]) if p[1] is not None else None) if isinstance(p, list) else p
-                    self.held[(rid, idx)] = (ts, key, p, label, lts)
+                    self.held[(rid, idx)] = (ts, key, p, label, lts, self.times[key].add((ts,))[0])
+                    if label is not None:
+                        self.labelled[(rid, idx)] = None
             for rid, idx, label, lts, ki in state["pending"]:
                 if keys[ki] in self.models:
                     self.pending[(rid, idx)] = [label, lts, keys[ki]]
@@ -457,6 +519,8 @@ class Join:
             log.warning("join state not restored (%s): realized quality starts empty", e)
             self.held.clear()
             self.pending.clear()
+            self.labelled.clear()
+            self.times = {key: _Times() for key in self.models}
 
     # -- Prometheus ---------------------------------------------------------------------------
 

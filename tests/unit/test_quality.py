@@ -279,33 +279,54 @@ def test_an_old_bundle_without_a_baseline_still_loads(bundle_dir, tmp_path, serv
     assert got and not any(name == "mlpulse_quality_baseline" for name, _ in m)
 
 
-def test_one_walk_gives_every_version_and_window_what_a_walk_per_window_gives():
-    """``Join.in_windows`` walks the held predictions once for all versions and windows; each
-    (version, window) must get what walking for it alone gives (newest first, stopping at the
-    first prediction older than the window's start), with predictions arriving slightly out of order."""
+@pytest.mark.parametrize("cap", [10 ** 6, 1500])
+def test_window_counts_and_labels_equal_a_scan_of_every_held_prediction(cap):
+    """``Join.in_windows`` counts each window's predictions from the versions' time arrays and walks
+    only the labelled records; each (version, window) must get what scanning every held prediction
+    for it gives: those made after the window's start, and the labelled ones among them. Predictions
+    arrive out of order, request ids are used again, labels come before and after their
+    predictions, the cap evicts (``cap`` 1500) and the horizon expires, in batches through both the
+    clean and the event-at-a-time paths."""
     from mlpulse.exporter.quality import Join
 
     rng = np.random.default_rng(5)
-    join = Join([300, 3600, 86400], min_labels=1, horizon=30 * 86400, max_predictions=10 ** 6, max_pending=10)
+    join = Join([300, 3600, 86400], min_labels=1, horizon=2 * 86400, max_predictions=cap, max_pending=100)
     keys = [("a", "1"), ("a", "2"), ("b", "1")]
+    for name, version in keys:
+        join.track(name, version, OutputSpec(task="regression"), {})
     now = 1e9
-    for i, ts in enumerate(np.sort(rng.uniform(now - 2 * 86400, now, 5000)) + rng.normal(0, 20, 5000)):
-        label = "x" if rng.random() < 0.3 else None
-        join.held[(f"r{i}", 0)] = [float(ts), keys[int(rng.integers(3))], ("x", None), label, 0.0]
+    # three days, and a busy last ten minutes so that every (version, 5m window) holds some
+    stamps = np.sort(np.r_[rng.uniform(now - 3 * 86400, now, 5000), rng.uniform(now - 600, now, 1000)])
+    stamps += rng.normal(0, 20, len(stamps))
+    events = []
+    for i, ts in enumerate(stamps):
+        name, version = keys[int(rng.integers(3))]
+        rid = f"r{i}" if rng.random() > 0.05 else f"r{int(rng.integers(i + 1))}"
+        events.append({"event": "prediction", "@timestamp": iso(ts), "model": {"name": name, "version": version},
+                       "request_id": rid, "record_index": 0, "prediction": {"value": float(rng.random())}})
+        if rng.random() < 0.3:  # its label, now or a little before
+            fb = {"event": "feedback", "@timestamp": iso(ts + 1), "model": {"name": name, "version": version},
+                  "feedback": {"request_id": rid, "record_index": 0, "label": "0.5"}}
+            events.insert(len(events) - (rng.random() < 0.2), fb)
 
-    def walk(key, since):
-        n, labelled = 0, []
-        for entry in reversed(join.held.values()):
-            if entry[0] <= since:
-                break
-            if entry[1] == key:
-                n += 1
-                labelled += [entry] if entry[3] is not None else []
-        return n, labelled
+    def parse(e):
+        return dt.datetime.fromisoformat(e["@timestamp"]).timestamp()
+
+    for k in range(0, len(events), 500):
+        join.ingest(events[k:k + 500], parse)
+    join.expire(now)
+
+    def scan(key, since):
+        entries = [e for e in join.held.values() if e[1] == key and e[0] > since]
+        return len(entries), [e for e in entries if e[3] is not None]
 
     got = join.in_windows(now)
+    assert join.evicted[("prediction", "cap" if cap < len(stamps) else "horizon")] > 0, join.evicted
     for key in keys:
         for w, (n, labelled) in zip(join.windows, got[key]):
-            want_n, want_labelled = walk(key, now - w)
+            want_n, want_labelled = scan(key, now - w)
             assert n == want_n and n > 0
-            assert sorted(map(id, labelled)) == sorted(map(id, want_labelled))
+            assert sorted(labelled) == sorted(want_labelled) and labelled
+        times = join.times[key]
+        assert np.count_nonzero(~np.isnan(times.buf[times.lo:times.size])) == sum(e[1] == key for e in join.held.values())
+    assert set(join.labelled) == {r for r, e in join.held.items() if e[3] is not None}
