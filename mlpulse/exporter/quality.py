@@ -139,6 +139,7 @@ class _Times:
         self.base = 0  # the position of buf[0]
         self.lo = 0  # buf[lo:size] spans the live positions
         self.size = 0
+        self.live = 0
 
     def _room(self, k: int) -> None:
         if self.size + k <= len(self.buf):
@@ -157,11 +158,13 @@ class _Times:
         self._room(k)
         self.buf[self.size:self.size + k] = ts
         self.size += k
+        self.live += k
         return range(self.base + self.size - k, self.base + self.size)
 
     def remove(self, positions: Sequence[int]) -> None:
         at = np.asarray(positions, dtype=np.int64) - self.base
         self.buf[at] = np.nan
+        self.live -= len(at)
         if at.min() > self.lo:  # the oldest is still held
             return
         lo = self.lo  # past the dead front, a chunk at a time: lo only grows, so this is O(1) amortized
@@ -172,6 +175,10 @@ class _Times:
                 break
             lo += 256
         self.lo = min(lo, self.size)
+
+    def holes(self) -> int:
+        """Dead positions between the oldest and the newest held (request ids used again)."""
+        return self.size - self.lo - self.live
 
     def count_after(self, starts: Sequence[float]) -> list[int]:
         """Held predictions made after each of ``starts``."""
@@ -390,7 +397,17 @@ class Join:
             if entry[3] is not None:
                 del self.labelled[rec]
         for key, positions in by_key.items():
-            self.times[key].remove(positions)
+            times = self.times[key]
+            times.remove(positions)
+            if times.holes() > max(1024, times.live):  # ids used again over and over behind an old record
+                self._renumber(key)
+
+    def _renumber(self, key: Key) -> None:
+        """New positions for a version's held predictions, without the holes (O(held), so rare)."""
+        recs = [r for r, e in self.held.items() if e[1] == key]
+        times = self.times[key] = _Times()
+        for rec, pos in zip(recs, times.add([self.held[r][0] for r in recs])):
+            self.held[rec] = self.held[rec][:5] + (pos,)
 
     def expire(self, now: float) -> None:
         cutoff = now - self.horizon

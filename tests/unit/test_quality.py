@@ -330,3 +330,29 @@ def test_window_counts_and_labels_equal_a_scan_of_every_held_prediction(cap):
         times = join.times[key]
         assert np.count_nonzero(~np.isnan(times.buf[times.lo:times.size])) == sum(e[1] == key for e in join.held.values())
     assert set(join.labelled) == {r for r, e in join.held.items() if e[3] is not None}
+
+
+def test_a_request_id_used_again_and_again_leaves_no_growing_holes():
+    """One old prediction stays held while every later one reuses a single request id: each reuse
+    leaves a hole in the version's time array, which is renumbered once the holes outnumber the
+    records, so the array stays bounded and the window counts stay those of a scan."""
+    from mlpulse.exporter.quality import Join
+
+    join = Join([300, 3600], min_labels=1, horizon=86400, max_predictions=1000, max_pending=10)
+    join.track("a", "1", OutputSpec(task="regression"), {})
+    now = 1e9
+
+    def event(rid, ts):
+        return {"event": "prediction", "@timestamp": iso(ts), "model": {"name": "a", "version": "1"},
+                "request_id": rid, "record_index": 0, "prediction": {"value": 0.5}}
+
+    def parse(e):
+        return dt.datetime.fromisoformat(e["@timestamp"]).timestamp()
+
+    join.ingest([event("old", now - 3000)], parse)
+    for k in range(5000):  # one at a time (a run of one), and in runs that reuse it once each
+        join.ingest([event("again", now - 200 + k * 0.01)], parse)
+    times = join.times[("a", "1")]
+    assert len(join.held) == 2 and times.live == 2
+    assert times.size - times.lo <= 2 * 1024 + 2, (times.lo, times.size)
+    assert [n for n, _ in join.in_windows(now)[("a", "1")]] == [1, 2]
