@@ -47,6 +47,7 @@ MALFORMED_KINDS = ("utf8", "json", "not_object")
 
 Identity = tuple[int, int]  # (st_dev, st_ino)
 _loads = orjson.loads
+_DICT = {dict}
 
 
 @dataclass
@@ -243,11 +244,11 @@ class EventTail:
         blank, malformed and oversize lines are told apart and counted exactly as line by line."""
         if max(map(len, lines)) <= self.max_line_bytes:
             try:
-                events = [_loads(line) for line in lines]
+                events = list(map(_loads, lines))
             except orjson.JSONDecodeError:
                 pass
             else:
-                if all(type(e) is dict for e in events):
+                if set(map(type, events)) == _DICT:
                     out += events
                 else:
                     for e in events:
