@@ -103,8 +103,8 @@ class _Model:
         one is of the form the service writes: a finite float value (regression), or a text class
         with, where the model has them, finite float probabilities of every class. None otherwise
         (a caller then takes the events one by one)."""
-        preds = list(map(_PREDICTION, events))
-        if set(map(type, preds)) != _DICT:
+        preds = list(map(dict.get, events, itertools.repeat("prediction")))
+        if set(map(type, preds)) != _DICT:  # absent (None) or no object: one by one
             return None
         if self.output.task == "regression":
             values = list(map(dict.get, preds, itertools.repeat("value")))
@@ -187,7 +187,7 @@ class _Times:
 
 
 # What the clean paths read of every event of a run at once.
-_MODEL, _REQUEST_ID, _PREDICTION = (operator.itemgetter(k) for k in ("model", "request_id", "prediction"))
+_MODEL, _REQUEST_ID = operator.itemgetter("model"), operator.itemgetter("request_id")
 _NAME_VERSION = operator.itemgetter("name", "version")
 _DICT, _STR, _INT, _FLOAT_ONLY = {dict}, {str}, {int}, {float}
 
@@ -216,7 +216,7 @@ class Join:
             log.info("bundle %s %s has no quality_baseline: realized quality is exported without a baseline",
                      name, version)
         self.models[(name, version)] = _Model(output, baseline if isinstance(baseline, list) else None)
-        self.times[(name, version)] = _Times()
+        self.times.setdefault((name, version), _Times())  # a version tracked again keeps its held times
 
     def untrack(self, name: str, version: str) -> None:
         """A retired version: its model, held predictions and pending labels go."""
@@ -399,11 +399,13 @@ class Join:
         for key, positions in by_key.items():
             times = self.times[key]
             times.remove(positions)
-            if times.holes() > max(1024, times.live):  # ids used again over and over behind an old record
+            # Ids used again and again behind an old record: renumbered when the holes outnumber every
+            # record held, so the O(held) walk of _renumber is paid at most once per that many removals.
+            if times.holes() > max(1024, len(self.held)):
                 self._renumber(key)
 
     def _renumber(self, key: Key) -> None:
-        """New positions for a version's held predictions, without the holes (O(held), so rare)."""
+        """New positions for a version's held predictions, without the holes (walks every held record)."""
         recs = [r for r, e in self.held.items() if e[1] == key]
         times = self.times[key] = _Times()
         for rec, pos in zip(recs, times.add([self.held[r][0] for r in recs])):
@@ -427,7 +429,7 @@ class Join:
         """Per model version and window (``self.windows``' order): the number of held predictions
         made in it (after its start), and the labelled ones. The counts are one numpy comparison per
         version and window (``_Times``); only the labelled records are walked, so the cost does not
-        grow with the predictions held."""
+        grow with the unlabelled predictions held."""
         if not self.windows:
             return {}
         starts = [now - w for w in self.windows]  # shortest window first: latest start first
@@ -517,9 +519,13 @@ class Join:
                 key = keys[ki]
                 if key in self.models:
                     p = (p[0], tuple(p[1]) if p[1] is not None else None) if isinstance(p, list) else p
-                    self.held[(rid, idx)] = (ts, key, p, label, lts, self.times[key].add((ts,))[0])
+                    rec = (rid, idx)
+                    old = self.held.pop(rec, None)  # a record written twice: the later one, as when read
+                    if old is not None:
+                        self._forget([(rec, old)])
+                    self.held[rec] = (float(ts), key, p, label, lts, self.times[key].add((float(ts),))[0])
                     if label is not None:
-                        self.labelled[(rid, idx)] = None
+                        self.labelled[rec] = None
             for rid, idx, label, lts, ki in state["pending"]:
                 if keys[ki] in self.models:
                     self.pending[(rid, idx)] = [label, lts, keys[ki]]
@@ -532,7 +538,15 @@ class Join:
                 if m is not None and len(counts) == len(m.delays):
                     m.delays[:] = counts
                     m.delay_sum, m.last_label = float(total), float(last)
-        except (KeyError, TypeError, ValueError, IndexError) as e:
+            # Within the caps, which may be smaller than when the state was written: the oldest go, counted.
+            over = len(self.held) - self.max_predictions
+            if over > 0:
+                self._forget([self.held.popitem(last=False) for _ in range(over)])
+                self.evicted[("prediction", "cap")] += over
+            while len(self.pending) > self.max_pending:
+                self.pending.popitem(last=False)
+                self.evicted[("pending", "cap")] += 1
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
             log.warning("join state not restored (%s): realized quality starts empty", e)
             self.held.clear()
             self.pending.clear()

@@ -175,7 +175,7 @@ def _columns(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, 
     """Rows' values as columns (None where a row has no such key). Each row is read once, by one
     C-level ``itemgetter`` call, and the rows transposed by ``zip``: reading column by column walks
     every row object once per column, which costs three times as much on wide rows."""
-    if not rows:
+    if not rows or not names:
         return {n: () for n in names}
     if len(names) == 1:  # itemgetter of one key gives the value, not a 1-tuple
         return {names[0]: list(map(dict.get, rows, itertools.repeat(names[0])))}

@@ -356,3 +356,46 @@ def test_a_request_id_used_again_and_again_leaves_no_growing_holes():
     assert len(join.held) == 2 and times.live == 2
     assert times.size - times.lo <= 2 * 1024 + 2, (times.lo, times.size)
     assert [n for n, _ in join.in_windows(now)[("a", "1")]] == [1, 2]
+
+
+def test_a_state_restored_under_smaller_caps_keeps_the_newest_and_counts_the_rest():
+    """An operator lowers feedback_max_predictions / feedback_max_pending and restarts: the restored
+    join keeps the newest records within the new caps, counts the others as cap evictions, and
+    then holds new predictions the same way on the clean and the one-by-one paths. A state with an
+    unreadable time (an integer no float holds) is refused whole: the join starts empty."""
+    from mlpulse.exporter.quality import Join
+
+    def join(cap, pending):
+        j = Join([300, 3600], min_labels=1, horizon=86400, max_predictions=cap, max_pending=pending)
+        j.track("a", "1", OutputSpec(task="regression"), {})
+        return j
+
+    def event(rid, ts):
+        return {"event": "prediction", "@timestamp": iso(ts), "model": {"name": "a", "version": "1"},
+                "request_id": rid, "record_index": 0, "prediction": {"value": 0.5}}
+
+    def parse(e):
+        return dt.datetime.fromisoformat(e["@timestamp"]).timestamp()
+
+    now = 1e9
+    big = join(50, 20)
+    big.ingest([event(f"r{i}", now - 100 + i) for i in range(50)], parse)
+    big.ingest([{"event": "feedback", "@timestamp": iso(now), "model": {"name": "a", "version": "1"},
+                 "feedback": {"request_id": f"later{i}", "record_index": 0, "label": "1"}} for i in range(20)], parse)
+    state = big.state()
+    restored = {}
+    for name, clean in (("clean", True), ("one by one", False)):
+        j = join(10, 5)
+        j.restore(json.loads(json.dumps(state)))
+        assert [r for r, _ in j.held.items()] == [(f"r{i}", 0) for i in range(40, 50)]
+        assert len(j.pending) == 5 and j.evicted[("prediction", "cap")] == 40 and j.evicted[("pending", "cap")] == 15
+        if not clean:
+            j._hold_clean = lambda *a: False
+        j.ingest([event(f"n{i}", now - 10 + i) for i in range(3)], parse)
+        restored[name] = ([(r, e[:5]) for r, e in j.held.items()], dict(j.evicted), j.times[("a", "1")].live)
+    assert restored["clean"] == restored["one by one"] and restored["clean"][2] == 10
+
+    state["held"][0][2] = 10 ** 400
+    j = join(10, 5)
+    j.restore(json.loads(json.dumps(state)))
+    assert len(j.held) == 0 and len(j.pending) == 0 and j.times[("a", "1")].live == 0

@@ -79,9 +79,10 @@ class ScoredEvents:
 class IngestBatch:
     """What a per-batch hook receives (``FileSource.batch_hooks``), once per ``ingest`` call, after
     the batch is binned: ``events``, every decoded event of the batch in file order (any kind:
-    scored, refused, feedback, ...; nothing filtered); ``scored``, per (model name, version) the
-    scored events the drift windows took, with their timestamps, inputs, scores and classes as
-    columns (``ScoredEvents``); ``now``, the clock of the batch; ``stamps``, aligned with ``events``,
+    scored, refused, feedback, ...; nothing filtered); ``scored``, per (model name, version) in
+    order of first appearance, the scored events the drift windows took, with their timestamps,
+    inputs and prediction objects as columns (``ScoredEvents``; ``scores()`` and ``classes()`` read
+    the last); ``now``, the clock of the batch; ``stamps``, aligned with ``events``,
     the parsed ``@timestamp`` of every prediction and refused event (None for other kinds, which
     the ingest does not parse, and where it does not parse), so no hook parses them again. A hook
     must not modify them."""
@@ -288,7 +289,7 @@ class FileSource:
         if len(distinct) == 1:
             scored = {keys[0]: ScoredEvents(scored_events, ts, inputs, predictions)}
         else:  # several versions interleaved (a canary): split by version, in file order
-            rows: dict[Key, list[int]] = {k: [] for k in distinct}
+            rows: dict[Key, list[int]] = {k: [] for k in dict.fromkeys(keys)}  # versions in order of appearance
             for i, k in enumerate(keys):
                 rows[k].append(i)
             scored = {k: ScoredEvents([scored_events[i] for i in r], [ts[i] for i in r], [inputs[i] for i in r],
