@@ -108,7 +108,7 @@ class _Model:
             return None
         if self.output.task == "regression":
             values = list(map(dict.get, preds, itertools.repeat("value")))
-            return values if set(map(type, values)) == _FLOAT_ONLY and math.isfinite(sum(values)) else None
+            return values if set(map(type, values)) == _FLOAT and math.isfinite(sum(values)) else None
         classes = list(map(dict.get, preds, itertools.repeat("class")))
         if set(map(type, classes)) != _STR:  # a text class is its own label_key
             return None
@@ -122,7 +122,7 @@ class _Model:
             rows = list(map(operator.itemgetter(*self.keys), probs))
         except KeyError:
             return None
-        if set(map(type, itertools.chain.from_iterable(rows))) != _FLOAT_ONLY \
+        if set(map(type, itertools.chain.from_iterable(rows))) != _FLOAT \
                 or not math.isfinite(sum(map(sum, rows))):  # an overflowing sum only sends the run one by one
             return None
         return list(zip(classes, rows))
@@ -189,7 +189,7 @@ class _Times:
 # What the clean paths read of every event of a run at once.
 _MODEL, _REQUEST_ID = operator.itemgetter("model"), operator.itemgetter("request_id")
 _NAME_VERSION = operator.itemgetter("name", "version")
-_DICT, _STR, _INT, _FLOAT_ONLY = {dict}, {str}, {int}, {float}
+_DICT, _STR, _INT = {dict}, {str}, {int}
 
 
 class Join:

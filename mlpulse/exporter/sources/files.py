@@ -270,8 +270,7 @@ class FileSource:
         if n_scored == 0:
             return None
         whole = n_scored == len(events)
-        at = range(len(events)) if whole else [i for i, k in enumerate(kinds) if k == EVENT_SCORED]
-        scored_events = events if whole else [events[i] for i in at]
+        scored_events = events if whole else [e for e, k in zip(events, kinds) if k == EVENT_SCORED]
         try:
             ts = list(map(dt.datetime.timestamp, map(dt.datetime.fromisoformat, map(_TIMESTAMP, scored_events))))
             models = list(map(_MODEL, scored_events))
@@ -299,14 +298,8 @@ class FileSource:
         else:
             rest = [e for e, k in zip(events, kinds) if k != EVENT_SCORED]
             _, rest_stamps = self._sort(rest, oldest)  # no prediction among them: nothing scored
-            stamps = [None] * len(events)
-            for i, t in zip(at, ts):
-                stamps[i] = t
-            j = 0
-            for i, k in enumerate(kinds):
-                if k != EVENT_SCORED:
-                    stamps[i] = rest_stamps[j]
-                    j += 1
+            mine, theirs = iter(ts), iter(rest_stamps)
+            stamps = [next(mine) if k == EVENT_SCORED else next(theirs) for k in kinds]
         self.newest_event = max(self.newest_event, max(ts))
         self.events["scored"] += n_scored
         return scored, stamps
