@@ -4,14 +4,14 @@ and decoded on its own. The oracle of ``tests/unit/test_tail_batches.py`` and th
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from mlpulse.exporter.tail import EventTail, _File
 
 
 class PerLineTail(EventTail):
-    """``EventTail`` with the previous ``_drain``: one ``find`` and one ``_parse`` per line."""
+    """``EventTail`` with the previous ``_drain``: one ``find`` and one ``_parse`` per line (the
+    chunks are read by the same ``_refill``)."""
 
     def _drain(self, f: _File, budget: int, out: list[dict[str, Any]]) -> int:
         consumed = 0
@@ -28,25 +28,8 @@ class PerLineTail(EventTail):
                 else:
                     self._parse(line, out)
                 continue
-            pending = len(f.buf) - f.pos
-            if pending > self.max_line_bytes:
-                self.stats.oversize += 1
-                consumed += 1
-                self.stats.lines_read += 1
-                f.offset += pending
-                f.buf, f.pos, f.skip = b"", 0, True
-            chunk = os.pread(f.fd, self.chunk_bytes, f.read_pos)
-            if not chunk:
+            dropped, read = self._refill(f)  # reading chunks is the same in both
+            consumed += dropped
+            if not read:
                 break
-            self.stats.bytes_read += len(chunk)
-            if f.skip:
-                nl = chunk.find(b"\n")
-                if nl < 0:
-                    f.offset += len(chunk)
-                    continue
-                f.offset += nl + 1
-                f.skip = False
-                chunk = chunk[nl + 1 :]
-            f.buf = f.buf[f.pos :] + chunk
-            f.pos = 0
         return consumed

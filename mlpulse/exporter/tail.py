@@ -215,28 +215,39 @@ class EventTail:
                 self.stats.lines_read += len(lines)
                 self._decode(lines, out)
                 continue
-            pending = len(f.buf) - f.pos
-            if pending > self.max_line_bytes:  # drop it now rather than hold a huge line in memory
-                self.stats.oversize += 1
-                consumed += 1
-                self.stats.lines_read += 1
-                f.offset += pending
-                f.buf, f.pos, f.skip = b"", 0, True
-            chunk = os.pread(f.fd, self.chunk_bytes, f.read_pos)
-            if not chunk:
+            dropped, read = self._refill(f)
+            consumed += dropped
+            if not read:
                 break
-            self.stats.bytes_read += len(chunk)
-            if f.skip:
-                nl = chunk.find(b"\n")
-                if nl < 0:
-                    f.offset += len(chunk)
-                    continue
-                f.offset += nl + 1
-                f.skip = False
-                chunk = chunk[nl + 1 :]
-            f.buf = f.buf[f.pos :] + chunk
-            f.pos = 0
         return consumed
+
+    def _refill(self, f: _File) -> tuple[int, bool]:
+        """When the buffer holds no complete line: drop a partial line already too long (counted
+        as one oversize line), then read the next chunk, skipping the rest of a dropped line.
+        Returns the lines dropped (0 or 1) and whether anything was read."""
+        dropped = 0
+        pending = len(f.buf) - f.pos
+        if pending > self.max_line_bytes:  # drop it now rather than hold a huge line in memory
+            self.stats.oversize += 1
+            self.stats.lines_read += 1
+            dropped = 1
+            f.offset += pending
+            f.buf, f.pos, f.skip = b"", 0, True
+        chunk = os.pread(f.fd, self.chunk_bytes, f.read_pos)
+        if not chunk:
+            return dropped, False
+        self.stats.bytes_read += len(chunk)
+        if f.skip:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                f.offset += len(chunk)
+                return dropped, True
+            f.offset += nl + 1
+            f.skip = False
+            chunk = chunk[nl + 1 :]
+        f.buf = f.buf[f.pos :] + chunk
+        f.pos = 0
+        return dropped, True
 
     def _decode(self, lines: list[bytes], out: list[dict[str, Any]]) -> None:
         """Decode complete lines into ``out``: all at once with orjson when none is too long, then

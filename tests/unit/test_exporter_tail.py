@@ -234,6 +234,18 @@ def test_malformed_and_oversize_lines_are_counted_and_skipped(tmp_path: Path) ->
     tail.close()
 
 
+def test_a_dropped_oversize_line_counts_against_the_line_budget(tmp_path: Path) -> None:
+    """A partial line dropped for its size is one of the lines a poll may consume: with a budget of
+    one line, that poll returns nothing and says there is more."""
+    path = tmp_path / "a.jsonl"
+    append(path, b'{"big": "' + b"y" * 300 + b'"}\n' + line(i=1))
+    tail = EventTail(tmp_path / "*.jsonl", start="beginning", max_line_bytes=100, chunk_bytes=64)
+    assert tail.poll(max_lines=1) == [] and tail.more
+    assert tail.stats.oversize == 1 and tail.stats.lines_read == 1
+    assert ids(tail.poll(max_lines=1)) == [1]
+    tail.close()
+
+
 def test_checkpoint_inside_an_oversize_line(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     append(path, line(i=0) + b'{"big": "' + b"z" * 200)
